@@ -1,1 +1,2 @@
-//! Shared harness for the end-to-end tests lives in tests/tests/common.
+//! End-to-end tests of Doppel live in `tests/`: real namespaces, real apps under Xvfb, run as an
+//! unprivileged user that the tests create. This library part is empty on purpose.

@@ -194,17 +194,19 @@ fn cmd_list(dirs: &Dirs) -> Result<()> {
                 continue;
             }
         };
-        let state = match instance::status(dirs, &p.id) {
-            Ok(Some(r)) if r.monitor_pid > 0 => format!("running (pid {})", r.sandbox_pid),
-            Ok(Some(_)) => "starting".to_owned(),
-            Ok(None) => "stopped".to_owned(),
-            Err(e) => format!("unknown ({e})"),
+        // A running instance may use another network than the profile's (run --network).
+        let (state, network) = match instance::status(dirs, &p.id) {
+            Ok(Some(r)) if r.monitor_pid > 0 => {
+                (format!("running (pid {})", r.sandbox_pid), r.network)
+            }
+            Ok(Some(_)) => ("starting".to_owned(), p.network),
+            Ok(None) => ("stopped".to_owned(), p.network),
+            Err(e) => (format!("unknown ({e})"), p.network),
         };
         println!(
-            "{}: {state}, home: {}, network: {}, app: {}",
+            "{}: {state}, home: {}, network: {network}, app: {}",
             p.id,
             p.home,
-            p.network,
             p.label()
         );
     }
