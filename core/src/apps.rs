@@ -170,11 +170,18 @@ pub fn find(dirs: &Dirs, id: &str) -> Option<DesktopEntry> {
 }
 
 fn find_in(search: &[PathBuf], id: &str) -> Option<DesktopEntry> {
-    let id = id.strip_suffix(".desktop").unwrap_or(id);
-    for dir in search {
-        let (files, _) = walk_root(dir);
-        if let Some((_, path)) = files.into_iter().find(|(i, _)| i == id) {
-            return load(id, &path).ok().flatten();
+    // An id may itself end in ".desktop" (org.telegram.desktop), so the name as given is tried
+    // before the name without that suffix.
+    let mut candidates = vec![id];
+    if let Some(stripped) = id.strip_suffix(".desktop") {
+        candidates.push(stripped);
+    }
+    for id in candidates {
+        for dir in search {
+            let (files, _) = walk_root(dir);
+            if let Some((_, path)) = files.into_iter().find(|(i, _)| i == id) {
+                return load(id, &path).ok().flatten();
+            }
         }
     }
     None

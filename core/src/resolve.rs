@@ -86,8 +86,7 @@ pub fn resolve(dirs: &Dirs, set: &RecipeSet, spec: &str) -> Result<ResolvedApp, 
             looked_for: looked.join(", "),
         });
     }
-    let desktop_id = spec.strip_suffix(".desktop").unwrap_or(spec);
-    if let Some(e) = apps::find(dirs, desktop_id) {
+    if let Some(e) = apps::find(dirs, spec) {
         if !apps::is_installed(&e) {
             return Err(ResolveError::EntryNotInstalled {
                 id: e.id.clone(),

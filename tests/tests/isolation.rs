@@ -13,7 +13,10 @@ use std::time::Duration;
 use common::{ok, stderr, wait_until, Env, User};
 
 fn setup(tag: &str, profiles: &[&str]) -> Option<Env> {
-    if !common::require(common::is_root(), "isolation tests need root to create a test user") {
+    if !common::require(
+        common::is_root(),
+        "isolation tests need root to create a test user",
+    ) {
         return None;
     }
     let env = Env::new(User::get("doppel-e2e"), tag);
@@ -25,27 +28,55 @@ fn setup(tag: &str, profiles: &[&str]) -> Option<Env> {
 
 #[test]
 fn host_home_is_invisible_and_profiles_are_apart() {
-    let Some(env) = setup("home", &["home-a", "home-b"]) else { return };
+    let Some(env) = setup("home", &["home-a", "home-b"]) else {
+        return;
+    };
     let planted = env.user.write_file("planted-secret", "host data");
     // Control: the user sees it outside.
-    assert!(ok(&env.user.command(&[], &["cat", planted.to_str().unwrap()]).output().unwrap()).contains("host data"));
+    assert!(ok(&env
+        .user
+        .command(&[], &["cat", planted.to_str().unwrap()])
+        .output()
+        .unwrap())
+    .contains("host data"));
 
-    let inside = env.sh("home-a", &[], "test -e \"$HOME/planted-secret\" && echo VISIBLE || echo hidden; echo $HOME");
+    let inside = env.sh(
+        "home-a",
+        &[],
+        "test -e \"$HOME/planted-secret\" && echo VISIBLE || echo hidden; echo $HOME",
+    );
     assert!(inside.contains("hidden"), "{inside}");
-    assert!(inside.contains(&env.user.home.display().to_string()), "HOME keeps its path: {inside}");
+    assert!(
+        inside.contains(&env.user.home.display().to_string()),
+        "HOME keeps its path: {inside}"
+    );
 
     env.sh("home-a", &[], "echo from-a > \"$HOME/a-file\"");
-    let b = env.sh("home-b", &[], "cat \"$HOME/a-file\" 2>/dev/null || echo absent");
+    let b = env.sh(
+        "home-b",
+        &[],
+        "cat \"$HOME/a-file\" 2>/dev/null || echo absent",
+    );
     assert!(b.contains("absent"), "profile b sees a's file: {b}");
-    assert!(!env.user.home.join("a-file").exists(), "a's file leaked into the host home");
-    assert_eq!(fs::read_to_string(env.profile_data("home-a").join("home/a-file")).unwrap(), "from-a\n");
+    assert!(
+        !env.user.home.join("a-file").exists(),
+        "a's file leaked into the host home"
+    );
+    assert_eq!(
+        fs::read_to_string(env.profile_data("home-a").join("home/a-file")).unwrap(),
+        "from-a\n"
+    );
     // Persistent across runs of the same profile.
-    assert!(env.sh("home-a", &[], "cat \"$HOME/a-file\"").contains("from-a"));
+    assert!(env
+        .sh("home-a", &[], "cat \"$HOME/a-file\"")
+        .contains("from-a"));
 }
 
 #[test]
 fn tmp_shm_and_runtime_dir_are_private() {
-    let Some(env) = setup("tmp", &["tmp"]) else { return };
+    let Some(env) = setup("tmp", &["tmp"]) else {
+        return;
+    };
     let run = env.user.runtime.clone();
     let tag = format!("marker-{}", std::process::id());
     for dir in ["/tmp", "/dev/shm", run.to_str().unwrap(), "/var/tmp"] {
@@ -62,10 +93,16 @@ fn tmp_shm_and_runtime_dir_are_private() {
     let out = env.sh("tmp", &["--network", "none"], &script);
     assert!(!out.contains("SEEN"), "{out}");
     assert!(!out.contains("CANNOT WRITE"), "{out}");
-    assert!(out.contains(&format!("700 {}", env.user.name)), "runtime dir mode/owner: {out}");
+    assert!(
+        out.contains(&format!("700 {}", env.user.name)),
+        "runtime dir mode/owner: {out}"
+    );
     for dir in ["/tmp", "/dev/shm", run.to_str().unwrap(), "/var/tmp"] {
         let d = std::path::Path::new(dir);
-        assert!(!d.join(format!("inside-{tag}")).exists(), "{dir} is shared with the host");
+        assert!(
+            !d.join(format!("inside-{tag}")).exists(),
+            "{dir} is shared with the host"
+        );
         let _ = fs::remove_file(d.join(format!("host-{tag}")));
     }
 }
@@ -73,8 +110,13 @@ fn tmp_shm_and_runtime_dir_are_private() {
 #[test]
 fn abstract_sockets_of_the_host_are_unreachable_unless_network_is_host() {
     use std::os::linux::net::SocketAddrExt;
-    let Some(env) = setup("abstract", &["abs"]) else { return };
-    if !common::require(common::have("python3"), "python3 is needed inside the sandbox for this probe") {
+    let Some(env) = setup("abstract", &["abs"]) else {
+        return;
+    };
+    if !common::require(
+        common::have("python3"),
+        "python3 is needed inside the sandbox for this probe",
+    ) {
         return;
     }
     let name = format!("doppel-e2e-{}", std::process::id());
@@ -87,7 +129,10 @@ fn abstract_sockets_of_the_host_are_unreachable_unless_network_is_host() {
     for net in ["isolated", "none"] {
         let out = env.sh("abs", &["--network", net], &probe);
         assert!(!out.contains("CONNECTED"), "--network {net}: {out}");
-        assert!(out.contains("ConnectionRefused") || out.contains("refused"), "{out}");
+        assert!(
+            out.contains("ConnectionRefused") || out.contains("refused"),
+            "{out}"
+        );
     }
     // Control: with the host's network namespace the same probe connects.
     let out = env.sh("abs", &["--network", "host"], &probe);
@@ -97,7 +142,9 @@ fn abstract_sockets_of_the_host_are_unreachable_unless_network_is_host() {
 
 #[test]
 fn network_modes_give_the_expected_interfaces() {
-    let Some(env) = setup("net", &["net"]) else { return };
+    let Some(env) = setup("net", &["net"]) else {
+        return;
+    };
     let ifaces = |net: &str| {
         env.sh("net", &["--network", net], "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; echo; awk 'NR>1 && $2==\"00000000\" {print \"DEFAULT-ROUTE\"}' /proc/net/route")
     };
@@ -105,8 +152,21 @@ fn network_modes_give_the_expected_interfaces() {
     assert_eq!(none.lines().next().unwrap().trim(), "lo", "{none}");
     assert!(!none.contains("DEFAULT-ROUTE"));
     let isolated = ifaces("isolated");
-    assert!(isolated.lines().next().unwrap().split(' ').filter(|s| !s.is_empty()).count() >= 2, "pasta's interface is missing: {isolated}");
-    assert!(isolated.contains("DEFAULT-ROUTE"), "pasta gave no default route: {isolated}");
+    assert!(
+        isolated
+            .lines()
+            .next()
+            .unwrap()
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .count()
+            >= 2,
+        "pasta's interface is missing: {isolated}"
+    );
+    assert!(
+        isolated.contains("DEFAULT-ROUTE"),
+        "pasta gave no default route: {isolated}"
+    );
     // loopback works inside: a server and a client on 127.0.0.1 in the sandbox's own namespace.
     if common::have("python3") {
         let out = env.sh(
@@ -120,12 +180,28 @@ fn network_modes_give_the_expected_interfaces() {
 
 #[test]
 fn no_privileges_inside() {
-    let Some(env) = setup("privs", &["privs"]) else { return };
-    let out = env.sh("privs", &["--network", "none"], "grep -E '^(NoNewPrivs|CapEff|CapPrm|CapBnd|CapAmb|Seccomp):' /proc/self/status; id -u");
-    for want in ["NoNewPrivs:\t1", "CapEff:\t0000000000000000", "CapPrm:\t0000000000000000", "CapBnd:\t0000000000000000", "CapAmb:\t0000000000000000", "Seccomp:\t2"] {
+    let Some(env) = setup("privs", &["privs"]) else {
+        return;
+    };
+    let out = env.sh(
+        "privs",
+        &["--network", "none"],
+        "grep -E '^(NoNewPrivs|CapEff|CapPrm|CapBnd|CapAmb|Seccomp):' /proc/self/status; id -u",
+    );
+    for want in [
+        "NoNewPrivs:\t1",
+        "CapEff:\t0000000000000000",
+        "CapPrm:\t0000000000000000",
+        "CapBnd:\t0000000000000000",
+        "CapAmb:\t0000000000000000",
+        "Seccomp:\t2",
+    ] {
         assert!(out.contains(want), "missing {want:?} in {out}");
     }
-    assert!(out.contains(&env.user.uid.to_string()), "uid is not mapped to itself: {out}");
+    assert!(
+        out.contains(&env.user.uid.to_string()),
+        "uid is not mapped to itself: {out}"
+    );
 
     // A setuid-root copy of id(1): outside it gains euid 0, inside it must not.
     let dir = std::path::Path::new("/usr/local/lib/doppel-e2e");
@@ -133,30 +209,60 @@ fn no_privileges_inside() {
     let suid = dir.join("id-suid");
     fs::copy("/usr/bin/id", &suid).unwrap();
     fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).unwrap();
-    let outside = ok(&env.user.command(&[], &[suid.to_str().unwrap(), "-u"]).output().unwrap());
-    assert_eq!(outside.trim(), "0", "control: the setuid copy should give euid 0 outside");
-    let inside = env.sh("privs", &["--network", "none"], &format!("{} -u", suid.display()));
-    assert_eq!(inside.trim(), env.user.uid.to_string(), "setuid gained privileges inside");
+    let outside = ok(&env
+        .user
+        .command(&[], &[suid.to_str().unwrap(), "-u"])
+        .output()
+        .unwrap());
+    assert_eq!(
+        outside.trim(),
+        "0",
+        "control: the setuid copy should give euid 0 outside"
+    );
+    let inside = env.sh(
+        "privs",
+        &["--network", "none"],
+        &format!("{} -u", suid.display()),
+    );
+    assert_eq!(
+        inside.trim(),
+        env.user.uid.to_string(),
+        "setuid gained privileges inside"
+    );
 
     // The seccomp filter refuses keyctl and TIOCSTI but allows nested user namespaces.
     if common::have("unshare") {
         let nested = env.sh("privs", &["--network", "none"], "unshare -U -r id -u");
-        assert_eq!(nested.trim(), "0", "nested user namespaces must work (Chromium, WebKitGTK)");
+        assert_eq!(
+            nested.trim(),
+            "0",
+            "nested user namespaces must work (Chromium, WebKitGTK)"
+        );
     }
 }
 
 #[test]
 fn writes_outside_the_allowed_paths_fail() {
-    let Some(env) = setup("writes", &["writes"]) else { return };
+    let Some(env) = setup("writes", &["writes"]) else {
+        return;
+    };
     // A directory the user owns outside the home: writable outside, read-only inside.
     let owned = std::path::PathBuf::from(format!("/srv/doppel-e2e-{}", env.user.name));
     fs::create_dir_all(&owned).unwrap();
     common::chown(&owned, env.user.uid, env.user.gid);
     let target = owned.join("probe");
     let _ = fs::remove_file(&target);
-    ok(&env.user.command(&[], &["touch", target.to_str().unwrap()]).output().unwrap());
+    ok(&env
+        .user
+        .command(&[], &["touch", target.to_str().unwrap()])
+        .output()
+        .unwrap());
     fs::remove_file(&target).unwrap();
-    let out = env.sh("writes", &["--network", "none"], &format!("touch {} 2>&1; echo rc=$?", target.display()));
+    let out = env.sh(
+        "writes",
+        &["--network", "none"],
+        &format!("touch {} 2>&1; echo rc=$?", target.display()),
+    );
     assert!(out.contains("Read-only file system"), "{out}");
     assert!(!target.exists());
     // The Downloads folder, when the host has one, is shared read-write.
@@ -164,16 +270,22 @@ fn writes_outside_the_allowed_paths_fail() {
     fs::create_dir_all(&dl).unwrap();
     common::chown(&dl, env.user.uid, env.user.gid);
     let name = format!("from-sandbox-{}", std::process::id());
-    env.sh("writes", &["--network", "none"], &format!("echo saved > \"$HOME/Downloads/{name}\""));
+    env.sh(
+        "writes",
+        &["--network", "none"],
+        &format!("echo saved > \"$HOME/Downloads/{name}\""),
+    );
     assert_eq!(fs::read_to_string(dl.join(&name)).unwrap(), "saved\n");
     fs::remove_file(dl.join(&name)).unwrap();
 }
 
 #[test]
 fn run_stop_and_already_running() {
-    let Some(env) = setup("life", &["life"]) else { return };
+    let Some(env) = setup("life", &["life"]) else {
+        return;
+    };
     let marker = env.profile_data("life").join("home/term-received");
-    let mut child = env.spawn_doppel(&[
+    let child = env.spawn_doppel(&[
         "run",
         "life",
         "--network",
@@ -184,9 +296,13 @@ fn run_stop_and_already_running() {
         "trap 'echo TERM > \"$HOME/term-received\"; exit 3' TERM; touch \"$HOME/ready\"; sleep 300 & wait",
     ]);
     let ready = env.profile_data("life").join("home/ready");
-    assert!(wait_until(Duration::from_secs(10), || ready.exists()), "the sandboxed shell never started");
     assert!(
-        wait_until(Duration::from_secs(10), || ok(&env.doppel(&["list"])).contains("life: running")),
+        wait_until(Duration::from_secs(10), || ready.exists()),
+        "the sandboxed shell never started"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || ok(&env.doppel(&["list"]))
+            .contains("life: running")),
         "{}",
         ok(&env.doppel(&["list"]))
     );
@@ -195,7 +311,11 @@ fn run_stop_and_already_running() {
 
     let second = env.doppel(&["run", "life", "--", "true"]);
     assert!(!second.status.success());
-    assert!(stderr(&second).contains("already running"), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("already running"),
+        "{}",
+        stderr(&second)
+    );
 
     let del = env.doppel(&["delete", "life", "--yes"]);
     assert!(!del.status.success());
@@ -204,37 +324,99 @@ fn run_stop_and_already_running() {
     let stop = env.doppel(&["stop", "life"]);
     assert!(ok(&stop).contains("stopped life"));
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "the app's exit status comes back: {}", stderr(&out));
-    assert_eq!(fs::read_to_string(&marker).unwrap(), "TERM\n", "SIGTERM was forwarded");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the app's exit status comes back: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        fs::read_to_string(&marker).unwrap(),
+        "TERM\n",
+        "SIGTERM was forwarded"
+    );
     assert!(ok(&env.doppel(&["list"])).contains("life: stopped"));
-    assert!(!env.user.runtime.join("doppel/life").exists(), "instance dir not cleaned");
+    assert!(
+        !env.user.runtime.join("doppel/life").exists(),
+        "instance dir not cleaned"
+    );
     // Nothing of the instance is left: no sleep, no pasta.
-    let left = Command::new("pgrep").args(["-u", &env.user.name, "-f", "sleep 300"]).output().unwrap();
-    assert!(left.stdout.is_empty(), "left behind: {}", String::from_utf8_lossy(&left.stdout));
+    let left = Command::new("pgrep")
+        .args(["-u", &env.user.name, "-f", "sleep 300"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "left behind: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
 }
 
 #[test]
 fn leftover_background_processes_are_waited_for_and_stopped() {
-    let Some(env) = setup("bg", &["bg"]) else { return };
+    let Some(env) = setup("bg", &["bg"]) else {
+        return;
+    };
     // The app's main process exits at once, leaving a detached child: the instance lives on.
-    let mut child = env.spawn_doppel(&["run", "bg", "--", "sh", "-c", "setsid sleep 400 >/dev/null 2>&1 & exit 0"]);
+    let mut child = env.spawn_doppel(&[
+        "run",
+        "bg",
+        "--",
+        "sh",
+        "-c",
+        "setsid sleep 400 >/dev/null 2>&1 & exit 0",
+    ]);
     std::thread::sleep(Duration::from_secs(2));
-    assert!(child.try_wait().unwrap().is_none(), "monitor left while a sandbox process lives");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "monitor left while a sandbox process lives"
+    );
     assert!(ok(&env.doppel(&["list"])).contains("bg: running"));
     ok(&env.doppel(&["stop", "bg"]));
-    assert!(wait_until(Duration::from_secs(15), || child.try_wait().unwrap().is_some()));
-    let left = Command::new("pgrep").args(["-u", &env.user.name, "-f", "sleep 400"]).output().unwrap();
-    assert!(left.stdout.is_empty(), "left behind: {}", String::from_utf8_lossy(&left.stdout));
+    assert!(wait_until(Duration::from_secs(15), || child
+        .try_wait()
+        .unwrap()
+        .is_some()));
+    let left = Command::new("pgrep")
+        .args(["-u", &env.user.name, "-f", "sleep 400"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "left behind: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
 }
 
 #[test]
 fn exit_status_and_missing_commands() {
-    let Some(env) = setup("exit", &["exit"]) else { return };
-    let out = env.doppel(&["run", "exit", "--network", "none", "--", "sh", "-c", "exit 7"]);
+    let Some(env) = setup("exit", &["exit"]) else {
+        return;
+    };
+    let out = env.doppel(&[
+        "run",
+        "exit",
+        "--network",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
     assert_eq!(out.status.code(), Some(7));
-    let out = env.doppel(&["run", "exit", "--network", "none", "--", "no-such-program-xyz"]);
+    let out = env.doppel(&[
+        "run",
+        "exit",
+        "--network",
+        "none",
+        "--",
+        "no-such-program-xyz",
+    ]);
     assert!(!out.status.success());
     let e = stderr(&out);
-    assert!(e.contains("cannot run \"no-such-program-xyz\"") && e.contains("not installed"), "{e}");
+    assert!(
+        e.contains("cannot run \"no-such-program-xyz\"") && e.contains("not installed"),
+        "{e}"
+    );
     assert!(!env.user.runtime.join("doppel/exit").exists());
 }

@@ -145,6 +145,10 @@ fn cmd_create(
 ) -> Result<()> {
     let id = parse_id(id)?;
     let set = RecipeSet::load(dirs);
+    // A recipe of that name that does not load is reported as such, not as "no app".
+    if let Err(e @ doppel_core::recipe::RecipeError::Parse { .. }) = set.get(app) {
+        return Err(e.into());
+    }
     let resolved = resolve::resolve(dirs, &set, app)?;
     let recipe = set.get(&resolved.recipe)?;
     if resolved.generic {

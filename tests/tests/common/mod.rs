@@ -49,7 +49,10 @@ fn build_dir() -> PathBuf {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// `doppel` and the recipes copied to a world-readable place (the checkout may sit where the
@@ -78,7 +81,11 @@ pub fn staged() -> &'static Staged {
             let e = e.unwrap();
             fs::copy(e.path(), share.join("doppel/profiles").join(e.file_name())).unwrap();
         }
-        Command::new("chmod").args(["-R", "a+rX"]).arg(&dir).status().unwrap();
+        Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&dir)
+            .status()
+            .unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         Staged { dir, doppel, share }
     })
@@ -101,7 +108,12 @@ fn id_of(name: &str, flag: &str) -> u32 {
 impl User {
     /// Creates (or reuses) the account `name`, with a home and a private runtime dir.
     pub fn get(name: &str) -> User {
-        let exists = Command::new("id").arg(name).output().unwrap().status.success();
+        let exists = Command::new("id")
+            .arg(name)
+            .output()
+            .unwrap()
+            .status
+            .success();
         if !exists {
             let st = Command::new("useradd")
                 .args(["-m", "-s", "/bin/bash", name])

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets up what Doppel needs on a fresh Debian/Ubuntu machine, builds it, and runs it.
+#   ./run.sh                  `doppel doctor`: what this system can do, and how to fix the rest
+#   ./run.sh apps             any other doppel command line
+set -euo pipefail
+cd "$(dirname "$0")"
+bash scripts/deps.sh run
+cargo build --release --locked -p doppel-core
+[ $# -eq 0 ] && set -- doctor
+exec target/release/doppel "$@"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets up what the tests need on a fresh Debian/Ubuntu machine, builds everything, and runs every
+# test. Run as root (sudo ./test.sh) so the end-to-end tests can create their unprivileged test
+# user and start Xvfb; without root they are skipped with a printed reason (with CI=true they
+# fail instead).
+set -euo pipefail
+cd "$(dirname "$0")"
+bash scripts/deps.sh test
+cargo build --workspace --locked
+cargo test --workspace --locked -- --test-threads=4 "$@"

@@ -1,0 +1,277 @@
+//! The CLI's answers to bad input: one clear sentence, a non-zero status, and nothing
+//! half-created. These need neither root nor a display: they run `doppel` as whoever runs the
+//! tests, with private XDG directories.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+fn doppel_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("doppel")
+}
+
+impl Cli {
+    fn new() -> Cli {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["config", "data", "run", "home"] {
+            fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        Cli { dir }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let bin = doppel_bin();
+        assert!(
+            bin.exists(),
+            "build the workspace first: {} is missing",
+            bin.display()
+        );
+        Command::new(bin)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", self.path("home"))
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env("XDG_RUNTIME_DIR", self.path("run"))
+            .env(
+                "XDG_DATA_DIRS",
+                format!("{}/share:/usr/share", self.dir.path().display()),
+            )
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a command that must fail, and returns its one-line error.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "{args:?} succeeded: {:?}", out);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+        err
+    }
+
+    fn files_under(&self, p: &str) -> Vec<PathBuf> {
+        fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+            if let Ok(rd) = fs::read_dir(p) {
+                for e in rd.flatten() {
+                    out.push(e.path());
+                    walk(&e.path(), out);
+                }
+            }
+        }
+        let mut v = Vec::new();
+        walk(&self.path(p), &mut v);
+        v
+    }
+}
+
+#[test]
+fn bad_profile_ids_are_refused_before_anything_is_written() {
+    let c = Cli::new();
+    for bad in ["../x", "a/b", "Work", "-x", "", "a.b", &"x".repeat(64)] {
+        let e = c.fails(&["create", "--app", "sh", "--", bad]);
+        assert!(e.contains("invalid profile id"), "{bad:?}: {e}");
+        assert_eq!(e.lines().count(), 1, "one sentence: {e}");
+    }
+    for cmd in ["run", "stop", "delete"] {
+        let e = c.fails(&[cmd, "../etc"]);
+        assert!(e.contains("invalid profile id"), "{cmd}: {e}");
+    }
+    assert!(c.files_under("config").is_empty() && c.files_under("data").is_empty());
+}
+
+#[test]
+fn unknown_profile_and_unknown_app() {
+    let c = Cli::new();
+    let e = c.fails(&["run", "nope"]);
+    assert!(
+        e.contains("no profile \"nope\"") && e.contains("doppel list"),
+        "{e}"
+    );
+    let e = c.fails(&["stop", "nope"]);
+    assert!(e.contains("no profile \"nope\""), "{e}");
+    let e = c.fails(&["create", "x", "--app", "no-such-app-anywhere"]);
+    assert!(e.contains("doppel apps"), "{e}");
+    let e = c.fails(&["create", "x", "--app", "generic"]);
+    assert!(e.contains("generic recipe needs an app"), "{e}");
+    assert!(c.files_under("config").is_empty() && c.files_under("data").is_empty());
+}
+
+#[test]
+fn second_create_of_an_id_keeps_the_first() {
+    let c = Cli::new();
+    let out = c.run(&["create", "work", "--app", "sh", "--name", "First"]);
+    assert!(out.status.success(), "{out:?}");
+    let warn = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warn.contains("generic"),
+        "a one-line warning about the generic recipe: {warn}"
+    );
+    let e = c.fails(&["create", "work", "--app", "sh", "--name", "Second"]);
+    assert!(e.contains("exists already"), "{e}");
+    let list = String::from_utf8_lossy(&c.run(&["list"]).stdout).into_owned();
+    assert!(
+        list.contains("work: stopped") && list.contains("(First)"),
+        "{list}"
+    );
+}
+
+#[test]
+fn a_typo_in_a_recipe_names_file_line_and_key() {
+    let c = Cli::new();
+    let dir = c.path("config/doppel/recipes");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("mysh.toml"),
+        "name = \"My shell\"\ncommands = [\"sh\"]\nservice = [\"display\"]\n",
+    )
+    .unwrap();
+    let e = c.fails(&["create", "x", "--app", "mysh"]);
+    assert!(
+        e.contains("mysh.toml") && e.contains("line 3") && e.contains("service"),
+        "{e}"
+    );
+    // `doppel apps` still works and reports the broken recipe.
+    let out = c.run(&["apps"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mysh.toml"));
+    // A profile whose recipe breaks later says which recipe.
+    fs::write(
+        dir.join("mysh.toml"),
+        "name = \"My shell\"\ncommands = [\"sh\"]\n",
+    )
+    .unwrap();
+    assert!(c.run(&["create", "x", "--app", "mysh"]).status.success());
+    fs::write(
+        dir.join("mysh.toml"),
+        "name = \"My shell\"\ncommands = \"sh\"\n",
+    )
+    .unwrap();
+    let e = c.fails(&["run", "x", "--", "true"]);
+    assert!(
+        e.contains("mysh") && e.contains("line 2") && e.contains("commands"),
+        "{e}"
+    );
+}
+
+#[test]
+fn user_recipes_override_installed_ones() {
+    let c = Cli::new();
+    let dir = c.path("config/doppel/recipes");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("telegram-desktop.toml"),
+        "name = \"My Telegram\"\ncommands = [\"sh\"]\n",
+    )
+    .unwrap();
+    let out = c.run(&["create", "t", "--app", "telegram-desktop"]);
+    assert!(out.status.success(), "{out:?}");
+    let list = String::from_utf8_lossy(&c.run(&["list"]).stdout).into_owned();
+    assert!(list.contains("My Telegram (t)"), "{list}");
+}
+
+#[test]
+fn an_app_whose_binary_went_missing() {
+    let c = Cli::new();
+    let bin = c.path("home/fake-app");
+    fs::write(&bin, "#!/bin/sh\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(c
+        .run(&["create", "gone", "--app", bin.to_str().unwrap()])
+        .status
+        .success());
+    fs::remove_file(&bin).unwrap();
+    let e = c.fails(&["run", "gone"]);
+    assert!(
+        e.contains("not installed") && e.contains("doppel delete gone"),
+        "{e}"
+    );
+    assert!(
+        !c.path("run/doppel/gone").exists(),
+        "nothing left in the runtime dir"
+    );
+}
+
+#[test]
+fn delete_asks_and_scripts_must_say_yes() {
+    let c = Cli::new();
+    assert!(c.run(&["create", "work", "--app", "sh"]).status.success());
+    let e = c.fails(&["delete", "work"]);
+    assert!(e.contains("--yes"), "{e}");
+    assert!(c.path("data/doppel/profiles/work").exists());
+    let out = c.run(&["delete", "work", "--yes"]);
+    assert!(out.status.success());
+    assert!(!c.path("data/doppel/profiles/work").exists());
+    assert!(!c.path("config/doppel/profiles/work.toml").exists());
+    let e = c.fails(&["delete", "work", "--yes"]);
+    assert!(e.contains("no profile"), "{e}");
+}
+
+#[test]
+fn overlay_home_and_unknown_flags_say_what_to_do() {
+    let c = Cli::new();
+    let e = c.fails(&["create", "o", "--app", "sh", "--home", "overlay"]);
+    assert!(e.contains("helper") && e.contains("--home private"), "{e}");
+    let e = c.fails(&["create", "o", "--app", "sh", "--network", "wifi"]);
+    assert!(e.contains("isolated, host or none"), "{e}");
+    let e = c.fails(&["create", "o", "--app", "sh", "--color", "blue"]);
+    assert!(e.contains("#rrggbb"), "{e}");
+    assert!(c
+        .files_under("config")
+        .iter()
+        .all(|p| !p.ends_with("o.toml")));
+    assert!(!c.path("data/doppel/profiles/o").exists());
+}
+
+#[test]
+fn apps_lists_installed_entries_with_their_recipe() {
+    let c = Cli::new();
+    let apps = c.path("share/applications");
+    fs::create_dir_all(&apps).unwrap();
+    fs::write(
+        apps.join("org.telegram.desktop.desktop"),
+        "[Desktop Entry]\nType=Application\nName=Telegram Test\nExec=/bin/sh -- %u\n",
+    )
+    .unwrap();
+    fs::write(
+        apps.join("plain.desktop"),
+        "[Desktop Entry]\nType=Application\nName=Plain Thing\nExec=/bin/true\n",
+    )
+    .unwrap();
+    let out = c.run(&["apps"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tg = text.lines().find(|l| l.contains("Telegram Test")).unwrap();
+    assert!(tg.contains("telegram-desktop"), "{text}");
+    let plain = text.lines().find(|l| l.contains("Plain Thing")).unwrap();
+    assert!(plain.contains("generic"), "{text}");
+    // By desktop id, with or without the suffix.
+    for spec in ["org.telegram.desktop", "org.telegram.desktop.desktop"] {
+        let id = if spec.ends_with(".desktop.desktop") {
+            "b"
+        } else {
+            "a"
+        };
+        let out = c.run(&["create", id, "--app", spec]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let list = String::from_utf8_lossy(&c.run(&["list"]).stdout).into_owned();
+    assert!(
+        list.contains("Telegram Test (a)") && list.contains("Telegram Test (b)"),
+        "{list}"
+    );
+    let cfg = fs::read_to_string(c.path("config/doppel/profiles/a.toml")).unwrap();
+    assert!(cfg.contains("recipe = \"telegram-desktop\""), "{cfg}");
+}
