@@ -191,7 +191,10 @@ fn start_proxy(plan: &crate::plan::BusProxyPlan) -> Result<(Child, OwnedFd), Run
 }
 
 /// Connects the sandbox's network namespace to the host's network through pasta; returns
-/// pasta's pid.
+/// pasta's pid once the namespace is configured.
+///
+/// pasta stays in the foreground as the monitor's child, with a parent-death signal: if the
+/// monitor is killed, pasta goes too instead of holding the namespace forever.
 fn start_pasta(pid: Pid, instance_dir: &Path) -> Result<i32, SandboxError> {
     let exe = apps::which("pasta").ok_or_else(|| {
         SandboxError::Network(
@@ -201,13 +204,26 @@ fn start_pasta(pid: Pid, instance_dir: &Path) -> Result<i32, SandboxError> {
         )
     })?;
     let pidfile = instance_dir.join("pasta.pid");
+    let logfile = instance_dir.join("pasta.log");
     let _ = fs::remove_file(&pidfile);
-    // No port forwarding either way and no gateway mapping: the clone's loopback ports and the
-    // host's stay apart; DNS goes through pasta's forwarder.
+    let log = fs::File::create(&logfile)
+        .map_err(|e| SandboxError::Network(format!("cannot create {}: {e}", logfile.display())))?;
     let mut cmd = Command::new(exe);
     unblock_signals(&mut cmd);
-    let out = cmd
-        .args(["--config-net", "--quiet", "--no-map-gw"])
+    // SAFETY: prctl with integer arguments only, which is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // No port forwarding either way and no gateway mapping: the clone's loopback ports and the
+    // host's stay apart; DNS goes through pasta's forwarder.
+    let mut child = cmd
+        .args(["--config-net", "--quiet", "--foreground", "--no-map-gw"])
         .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
         .args(["--dns-forward", DNS_FORWARD])
         .arg("--pid")
@@ -215,29 +231,42 @@ fn start_pasta(pid: Pid, instance_dir: &Path) -> Result<i32, SandboxError> {
         .arg(pid.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+        .stderr(log)
+        .spawn()
         .map_err(|e| SandboxError::Network(format!("cannot run pasta: {e}")))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let err = err
-            .lines()
-            .filter(|l| !l.contains("syslog"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let hint = if err.contains("tun") {
-            " (/dev/net/tun must be usable by you: `doppel doctor` checks it)"
-        } else {
-            ""
-        };
-        return Err(SandboxError::Network(format!(
-            "pasta could not connect the sandbox's network: {err}{hint}; or run with --network host"
-        )));
-    }
-    fs::read_to_string(&pidfile)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| SandboxError::Network("pasta did not write its pid".into()))
+    // pasta writes its pid file once the namespace is configured.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let failure = loop {
+        if pidfile.exists() {
+            return Ok(child.id() as i32);
+        }
+        match child.try_wait() {
+            Ok(Some(st)) => break format!("pasta exited ({st})"),
+            Ok(None) => {}
+            Err(e) => break format!("waiting for pasta: {e}"),
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break "pasta did not finish setting up the network in 10 s".to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let err = fs::read_to_string(&logfile).unwrap_or_default();
+    let err = err
+        .lines()
+        .filter(|l| !l.contains("syslog") && !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let hint = if err.contains("tun") {
+        " (/dev/net/tun must be readable and writable by you: `doppel doctor` checks it)"
+    } else {
+        ""
+    };
+    Err(SandboxError::Network(format!(
+        "pasta could not connect the sandbox's network: {failure}: {err}{hint}; or run with \
+         --network host"
+    )))
 }
 
 /// `(pid, ppid, session)` of every process, from `/proc/*/stat`.

@@ -342,10 +342,20 @@ struct ChildSetup<'a> {
     seccomp: Vec<libc::sock_filter>,
 }
 
-fn child_setup(s: &ChildSetup<'_>, ready_w: &OwnedFd, go_r: &OwnedFd) -> Step {
+fn child_setup(s: &ChildSetup<'_>, ready_w: &OwnedFd, go_r: &OwnedFd, monitor: i32) -> Step {
     // SAFETY: setsid has no memory-safety preconditions.
     if unsafe { libc::setsid() } < 0 {
         return fail(|| "setsid()".into());
+    }
+    // If the monitor is killed, the app is asked to quit rather than run on untracked, where a
+    // second `doppel run` could start another copy on the same data.
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) };
+    check(r.into(), || "prctl(PR_SET_PDEATHSIG)".into())?;
+    if nix::unistd::getppid().as_raw() != monitor {
+        return Err(Fail(
+            "the monitor went away before the sandbox started".into(),
+        ));
     }
     // SAFETY: unshare with flag bits only.
     let r = unsafe { libc::unshare(s.unshare_flags) };
@@ -552,6 +562,7 @@ pub fn spawn(
     let (ready_r, ready_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
+    let monitor = std::process::id() as i32;
 
     // SAFETY: the monitor is single-threaded when it launches, so the child may allocate and
     // use the standard library until it execs.
@@ -562,7 +573,7 @@ pub fn spawn(
         nix::unistd::ForkResult::Child => {
             drop((ready_r, go_w, err_r));
             reset_signals();
-            let msg = match child_setup(&setup, &ready_w, &go_r) {
+            let msg = match child_setup(&setup, &ready_w, &go_r, monitor) {
                 Ok(()) => "exec returned".to_owned(),
                 Err(Fail(m)) => m,
             };

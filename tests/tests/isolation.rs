@@ -420,3 +420,41 @@ fn exit_status_and_missing_commands() {
     );
     assert!(!env.user.runtime.join("doppel/exit").exists());
 }
+
+#[test]
+fn a_killed_monitor_takes_its_helpers_and_app_with_it() {
+    let Some(env) = setup("kill9", &["kill9"]) else {
+        return;
+    };
+    let mut child = env.spawn_doppel(&["run", "kill9", "--", "sleep", "555"]);
+    assert!(wait_until(Duration::from_secs(10), || {
+        ok(&env.doppel(&["list"])).contains("kill9: running (pid")
+    }));
+    let pgrep = |pat: &str| {
+        let out = Command::new("pgrep")
+            .args(["-u", &env.user.name, "-f", pat])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert!(!pgrep("sleep 555").is_empty());
+    assert!(
+        !pgrep("pasta.*kill9").is_empty(),
+        "pasta should run for an isolated profile"
+    );
+    // SIGKILL to `doppel run` itself (setpriv execs into it, so the child is the monitor).
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || pgrep("sleep 555").is_empty()
+            && pgrep("pasta.*kill9").is_empty()),
+        "left behind: app {:?}, pasta {:?}",
+        pgrep("sleep 555"),
+        pgrep("pasta.*kill9")
+    );
+    assert!(ok(&env.doppel(&["list"])).contains("kill9: stopped"));
+    // The next run works (a stale instance directory does not get in the way).
+    assert!(env
+        .sh("kill9", &["--network", "none"], "echo again")
+        .contains("again"));
+}
