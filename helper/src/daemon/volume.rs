@@ -173,11 +173,18 @@ impl Volume {
         sys::openat(self.state.as_raw_fd(), &self.image_name(), libc::O_PATH, 0).is_ok()
     }
 
-    /// Holds an exclusive lock on the image for the length of an operation: two unlocks (or an
-    /// unlock and a lock) of one volume never interleave.
-    fn lock_image(&self, img: &File) -> Result<()> {
-        if sys::try_lock(img.as_raw_fd())? {
-            Ok(())
+    /// Holds an exclusive lock on the image for the length of an operation (until the returned
+    /// fd closes): two unlocks, or an unlock and a lock, of one volume never interleave. The lock
+    /// is on its own open of the image, since the loop device keeps the other one open.
+    fn lock_image(&self, _img: &File) -> Result<OwnedFd> {
+        let fd = sys::openat(
+            self.state.as_raw_fd(),
+            &self.image_name(),
+            libc::O_RDONLY,
+            0,
+        )?;
+        if sys::try_lock(fd.as_raw_fd())? {
+            Ok(fd)
         } else {
             Err(VolError::Busy(format!(
                 "another operation on the volume of \"{}\" is under way; try again",
@@ -306,7 +313,7 @@ pub fn create(caller: Caller, id: &str, size: u64, key: &[u8], limits: &Limits) 
     })?;
     let img = File::from(fd);
     let result = (|| {
-        v.lock_image(&img)?;
+        let _guard = v.lock_image(&img)?;
         img.set_len(size).map_err(|e| {
             VolError::Failed(format!("cannot size {}: {e}", v.image_path().display()))
         })?;
@@ -321,6 +328,13 @@ pub fn create(caller: Caller, id: &str, size: u64, key: &[u8], limits: &Limits) 
         )?;
         let mnt = attach_and_mount(&v, &img)?;
         let root = sys::open_nofollow(&mnt, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        sys::set_owner_mode(
+            root.as_raw_fd(),
+            caller.uid,
+            caller.gid,
+            0o700,
+            "volume root",
+        )?;
         let kid = sys::fscrypt_add_key(root.as_raw_fd(), key)?;
         sys::mkdirat(root.as_raw_fd(), "data", 0o700)?;
         let data = sys::openat(
@@ -368,7 +382,7 @@ pub fn unlock(caller: Caller, id: &str, key: &[u8]) -> Result<String> {
     check_key(key)?;
     let v = Volume::open(caller, id)?;
     let img = v.open_image()?;
-    v.lock_image(&img)?;
+    let _guard = v.lock_image(&img)?;
     let mnt = v.mountpoint();
     let fresh = !sys::is_mounted(&mnt);
     if fresh {
@@ -409,7 +423,7 @@ pub fn unlock(caller: Caller, id: &str, key: &[u8]) -> Result<String> {
 pub fn lock(caller: Caller, id: &str) -> Result<()> {
     let v = Volume::open(caller, id)?;
     let img = v.open_image()?;
-    v.lock_image(&img)?;
+    let _guard = v.lock_image(&img)?;
     let mnt = v.mountpoint();
     if !sys::is_mounted(&mnt) {
         detach_stale_loops(&v);
@@ -418,36 +432,50 @@ pub fn lock(caller: Caller, id: &str) -> Result<()> {
     if sys::is_mounted(&v.home_mount()) {
         unmount_overlay_of(&v)?;
     }
-    // Hold the filesystem by fd: the key is removed through it after the unmount, even if a
-    // sandbox's mount namespace still holds a copy of the mount.
-    let root = sys::open_nofollow(&mnt, libc::O_RDONLY | libc::O_DIRECTORY)?;
-    let kid = sys::openat(
-        root.as_raw_fd(),
-        "data",
-        libc::O_RDONLY | libc::O_DIRECTORY,
-        0,
-    )
-    .ok()
-    .and_then(|d| sys::fscrypt_policy_id(d.as_raw_fd()).ok().flatten());
-    match sys::umount(&mnt, 0) {
-        Ok(()) => {}
+    let kid = {
+        let root = sys::open_nofollow(&mnt, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        sys::openat(
+            root.as_raw_fd(),
+            "data",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )
+        .ok()
+        .and_then(|d| sys::fscrypt_policy_id(d.as_raw_fd()).ok().flatten())
+    };
+    // A busy test that changes nothing: MNT_EXPIRE answers EBUSY for a mount in use, and EAGAIN
+    // (after marking it) for one that is not.
+    match sys::umount(&mnt, libc::MNT_EXPIRE) {
         Err(e) if e.errno() == Some(libc::EBUSY) => {
             return Err(VolError::Busy(format!(
                 "the volume of \"{id}\" is in use; stop the profile first (doppel stop {id})"
             )))
         }
+        Err(e) if e.errno() == Some(libc::EAGAIN) => {}
+        Ok(()) => {}
         Err(e) => return Err(e.into()),
     }
-    crash_point("after-umount");
-    if let Some(kid) = kid {
-        match sys::fscrypt_remove_key(root.as_raw_fd(), &kid) {
-            Ok(_) => {}
-            // Already gone with the filesystem: nothing holds the plaintext.
-            Err(e) if e.errno() == Some(libc::ENOKEY) => {}
-            Err(e) => return Err(e.into()),
+    // Remove the key first, through the filesystem itself: the kernel wipes it and evicts every
+    // decrypted file, even where a sandbox's mount namespace still holds a copy of the mount.
+    if sys::is_mounted(&mnt) {
+        let root = sys::open_nofollow(&mnt, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        if let Some(kid) = kid {
+            match sys::fscrypt_remove_key(root.as_raw_fd(), &kid) {
+                Ok(false) => {}
+                Ok(true) => {
+                    return Err(VolError::Busy(format!(
+                        "files of \"{id}\" are still open; stop the profile, then lock again"
+                    )))
+                }
+                Err(e) if e.errno() == Some(libc::ENOKEY) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        drop(root);
+        crash_point("after-remove-key");
+        sys::umount(&mnt, libc::MNT_DETACH)?;
     }
-    drop(root);
+    crash_point("after-umount");
     detach_stale_loops(&v);
     Ok(())
 }
@@ -478,7 +506,7 @@ pub fn delete(caller: Caller, id: &str) -> Result<()> {
     let had_image = v.image_exists();
     if had_image {
         let img = v.open_image()?;
-        v.lock_image(&img)?;
+        let _guard = v.lock_image(&img)?;
         if sys::is_mounted(&v.mountpoint()) {
             return Err(VolError::Busy(format!(
                 "the volume of \"{id}\" is unlocked; lock it first (doppel lock {id})"
@@ -520,7 +548,7 @@ pub fn delete(caller: Caller, id: &str) -> Result<()> {
 pub fn grow(caller: Caller, id: &str, size: u64, limits: &Limits) -> Result<()> {
     let v = Volume::open(caller, id)?;
     let img = v.open_image()?;
-    v.lock_image(&img)?;
+    let _guard = v.lock_image(&img)?;
     if sys::is_mounted(&v.mountpoint()) {
         return Err(VolError::Busy(format!(
             "lock \"{id}\" before growing its volume"
@@ -752,10 +780,10 @@ pub fn recover(caller: Caller) -> Result<Vec<String>> {
     for (id, _, _) in images(caller)? {
         let v = Volume::open(caller, &id)?;
         let Ok(img) = v.open_image() else { continue };
-        if v.lock_image(&img).is_err() {
+        let Ok(_guard) = v.lock_image(&img) else {
             done.push(format!("{id}: busy, skipped"));
             continue;
-        }
+        };
         let mnt = v.mountpoint();
         if sys::is_mounted(&mnt) {
             let keyed = sys::open_nofollow(&mnt, libc::O_RDONLY | libc::O_DIRECTORY)
