@@ -57,7 +57,12 @@ pub struct HostFacts {
     pub env: Vec<(String, String)>,
     /// The current directory, if it is usable inside the sandbox.
     pub cwd: Option<PathBuf>,
+    /// Whether `/run/doppel` (the helper's mounts) exists.
+    pub run_doppel: bool,
 }
+
+/// Where the helper mounts unlocked volumes and copy-on-write homes.
+pub const RUN_DOPPEL: &str = "/run/doppel";
 
 /// Settings below `$HOME` that a clone reads from the host (read-only) so it looks like the
 /// person's other apps: fonts, icon and cursor themes, GTK and Qt settings, sound-server cookie.
@@ -193,6 +198,7 @@ impl HostFacts {
             env: env::vars().collect(),
             cwd,
             home,
+            run_doppel: Path::new(RUN_DOPPEL).is_dir(),
         })
     }
 }

@@ -41,6 +41,8 @@ pub enum RunError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     #[error(
         "the app's program {program:?} is not installed (not found in PATH); install the app, \
          or delete this profile with `doppel delete {id}`"
@@ -323,6 +325,29 @@ fn sandbox_processes(monitor: i32, session: i32, helpers: &HashSet<i32>) -> Vec<
     v
 }
 
+/// The monitor's direct children, from `/proc/self/task/*/children` (cheap: no scan of every
+/// process on the host), or `None` where the kernel lacks that file.
+fn own_children() -> Option<Vec<i32>> {
+    let mut v = Vec::new();
+    for t in fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let text = fs::read_to_string(t.path().join("children")).ok()?;
+        v.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    Some(v)
+}
+
+/// Whether any process of the sandbox is left. Orphans are re-parented to the monitor (a
+/// subreaper), so a live sandbox process always has an ancestor among its direct children.
+fn sandbox_alive(me: i32, session: i32, helpers: &HashSet<i32>) -> bool {
+    match own_children() {
+        Some(children) => children.iter().any(|c| !helpers.contains(c)),
+        None => !sandbox_processes(me, session, helpers).is_empty(),
+    }
+}
+
 fn signal_all(pids: &[i32], sig: Signal) {
     for &p in pids {
         let _ = kill(Pid::from_raw(p), sig);
@@ -335,6 +360,19 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+fn monitor_signals() -> SigSet {
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        mask.add(s);
+    }
+    mask
+}
+
 /// Runs `profile` and stays with it until its last process exits; returns the app's exit
 /// status (128 + signal when it was killed), as a shell would report it.
 pub fn run(
@@ -344,18 +382,39 @@ pub fn run(
     opts: &LaunchOptions,
     notice: &mut dyn FnMut(&str),
 ) -> Result<i32, RunError> {
+    // Block the signals the monitor reads through its signalfd before anything can start a
+    // thread (the helper's D-Bus client does): threads inherit the mask, so no other thread
+    // can swallow a SIGCHLD.
+    monitor_signals()
+        .thread_block()
+        .map_err(sys("sigprocmask"))?;
     let lock = InstanceLock::acquire(dirs, &profile.id)?;
     let host = HostFacts::probe(dirs)?;
-    let plan = SandboxPlan::build(dirs, profile, recipe, &host, opts)?;
-    if opts.command.is_none() && apps::which(&plan.argv[0]).is_none() {
+    let mut opts = opts.clone();
+    // The program is checked before any storage is mounted: nothing to undo when it is missing.
+    let probe = SandboxPlan::build(dirs, profile, recipe, &host, &{
+        let mut o = opts.clone();
+        o.storage = Some(crate::plan::Storage::plain(dirs, profile));
+        o
+    })?;
+    if opts.command.is_none() && apps::which(&probe.argv[0]).is_none() {
         return Err(RunError::AppMissing {
-            program: plan.argv[0].clone(),
+            program: probe.argv[0].clone(),
             id: profile.id.to_string(),
         });
     }
-    prepare(&plan, &host)?;
-    let result = run_prepared(&lock, profile, &plan, notice);
-    let _ = fs::remove_dir_all(&plan.instance_dir);
+    opts.storage = crate::storage::prepare(dirs, profile)?;
+    let result = SandboxPlan::build(dirs, profile, recipe, &host, &opts)
+        .map_err(RunError::from)
+        .and_then(|plan| {
+            let r =
+                prepare(&plan, &host).and_then(|()| run_prepared(&lock, profile, &plan, notice));
+            let _ = fs::remove_dir_all(&plan.instance_dir);
+            r
+        });
+    for w in crate::storage::release(profile) {
+        notice(&format!("warning: {w}"));
+    }
     result
 }
 
@@ -409,9 +468,10 @@ fn run_prepared(
             let _ = child.kill();
             let _ = child.wait();
         }
+        // pasta's teardown of the namespace takes tens of milliseconds; nobody waits for it
+        // (it is re-parented and reaped by init once the monitor has gone).
         if let Some(p) = pasta {
             let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
-            let _ = waitpid(Pid::from_raw(p), None);
         }
     };
     let main = match spawned {
@@ -489,7 +549,7 @@ fn run_prepared(
                         }
                     }
                 }
-                if status.is_some() && sandbox_processes(me, main.as_raw(), &helpers).is_empty() {
+                if status.is_some() && !sandbox_alive(me, main.as_raw(), &helpers) {
                     break;
                 }
             }
@@ -504,7 +564,6 @@ fn run_prepared(
     }
     let proxy_alive = proxy.filter(|(c, _)| helpers.contains(&(c.id() as i32)));
     teardown(proxy_alive, pasta_pid.filter(|p| helpers.contains(p)));
-    let _ = SigSet::thread_get_mask().map(|_| mask.thread_unblock());
     Ok(status.unwrap_or(0))
 }
 

@@ -112,6 +112,26 @@ const ENV_DROP: &[&str] = &[
     "OLDPWD",
 ];
 
+/// Where a launch keeps the profile's data, once its storage is ready (unlocked, mounted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storage {
+    /// The directory bound at `$HOME`: the profile's own home, or the copy-on-write home.
+    pub home: PathBuf,
+    /// With a copy-on-write home, where the recipe's state paths live (fresh, per profile),
+    /// since the home itself shows the real home's files.
+    pub state: Option<PathBuf>,
+}
+
+impl Storage {
+    /// A plain profile's private home under `$XDG_DATA_HOME/doppel/profiles/<id>/home`.
+    pub fn plain(dirs: &Dirs, profile: &Profile) -> Self {
+        Storage {
+            home: dirs.profile_data(&profile.id).join("home"),
+            state: None,
+        }
+    }
+}
+
 /// Per-launch choices that override the profile.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LaunchOptions {
@@ -120,6 +140,8 @@ pub struct LaunchOptions {
     pub command: Option<Vec<String>>,
     /// URLs or files handed to the app.
     pub extra_args: Vec<String>,
+    /// Where the data is; `None` means the plain private home.
+    pub storage: Option<Storage>,
 }
 
 /// Why no plan could be made.
@@ -179,10 +201,14 @@ pub fn bus_rules(recipe: &Recipe) -> Vec<String> {
     r
 }
 
-/// Maps a recipe's `~/…` path to where it lives for this profile on the host.
-fn profile_path(dirs: &Dirs, profile: &Profile, home_rel: &str) -> Option<PathBuf> {
+/// Maps a recipe's `~/…` lock path to where it lives for this profile on the host: under a
+/// state directory when one covers it, else in the profile's home (never in the real home).
+fn stale_lock_path(storage: &Storage, home_rel: &str) -> Option<PathBuf> {
     let rel = home_rel.strip_prefix("~/")?;
-    Some(dirs.profile_data(&profile.id).join("home").join(rel))
+    match &storage.state {
+        Some(state) => Some(state.join(rel)),
+        None => Some(storage.home.join(rel)),
+    }
 }
 
 impl SandboxPlan {
@@ -194,12 +220,15 @@ impl SandboxPlan {
         host: &HostFacts,
         opts: &LaunchOptions,
     ) -> Result<Self, PlanError> {
-        if profile.home == HomeMode::Overlay {
-            return Err(PlanError::OverlayNeedsHelper(profile.id.to_string()));
-        }
+        let storage = match &opts.storage {
+            Some(s) => s.clone(),
+            None if profile.home == HomeMode::Overlay => {
+                return Err(PlanError::OverlayNeedsHelper(profile.id.to_string()))
+            }
+            None => Storage::plain(dirs, profile),
+        };
         let network = opts.network.unwrap_or(profile.network);
-        let data = dirs.profile_data(&profile.id);
-        let profile_home = data.join("home");
+        let profile_home = storage.home.clone();
         let instance_dir = host.runtime_dir.join("doppel").join(profile.id.as_str());
         let run = &host.runtime_dir;
         let has = |s: Service| recipe.services.contains(&s);
@@ -276,9 +305,29 @@ impl SandboxPlan {
             dst: run.clone(),
             mode: 0o700,
         });
+        if host.run_doppel {
+            // Other profiles' unlocked volumes and homes are mounted there: none is visible.
+            m.push(Mount::Tmpfs {
+                dst: crate::host::RUN_DOPPEL.into(),
+                mode: 0o755,
+            });
+        }
 
         // The home: the profile's own, at the real path, then the host's look-and-feel on top.
         push_bind(&mut m, &profile_home, &host.home, true, false);
+        // A copy-on-write home shows the real home's files; the app's own account must not be
+        // among them, so each state path gets a fresh per-profile directory on top.
+        let mut state_dirs = Vec::new();
+        if let Some(state) = &storage.state {
+            for sp in &recipe.state_paths {
+                let Some(rel) = sp.strip_prefix("~/") else {
+                    continue;
+                };
+                let src = state.join(rel);
+                state_dirs.push(src.clone());
+                push_bind(&mut m, &src, &host.home.join(rel), true, false);
+            }
+        }
         for share in &host.home_shares {
             let p = host.home.join(&share.rel);
             push_bind(&mut m, &p, &p, false, true);
@@ -311,11 +360,14 @@ impl SandboxPlan {
         }
 
         let mut prepare = Prepare {
-            dirs: vec![profile_home.clone(), instance_dir.clone()],
+            dirs: [profile_home.clone(), instance_dir.clone()]
+                .into_iter()
+                .chain(state_dirs)
+                .collect(),
             remove: recipe
                 .stale_locks
                 .iter()
-                .filter_map(|l| profile_path(dirs, profile, l))
+                .filter_map(|l| stale_lock_path(&storage, l))
                 .collect(),
             xauthority: None,
             resolv_conf: None,
@@ -484,6 +536,7 @@ mod tests {
                 ("XDG_CONFIG_HOME".into(), "/elsewhere/config".into()),
             ],
             cwd: Some("/home/ana/secret-project".into()),
+            run_doppel: true,
         }
     }
 
@@ -518,6 +571,8 @@ mod tests {
             color: "#3584e4".into(),
             home: HomeMode::Private,
             network: NetworkMode::Isolated,
+            encrypted: false,
+            auto_lock: true,
         }
     }
 
@@ -777,6 +832,66 @@ mod tests {
             .unwrap();
         assert!(bind_of(&p, "/dev/dri").is_none());
         assert!(bind_of(&p, "/tmp/.X11-unix/X1").is_none());
+    }
+
+    #[test]
+    fn helper_mounts_are_hidden_and_encrypted_or_overlay_storage_is_used() {
+        let p = plan(LaunchOptions::default());
+        let hide = index_of(
+            &p,
+            |m| matches!(m, Mount::Tmpfs { dst, .. } if dst == Path::new("/run/doppel")),
+        );
+        let home = index_of(
+            &p,
+            |m| matches!(m, Mount::Bind { dst, .. } if dst == Path::new("/home/ana")),
+        );
+        assert!(hide < home);
+        let enc = plan(LaunchOptions {
+            storage: Some(Storage {
+                home: "/run/doppel/1000/work/data/home".into(),
+                state: None,
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            bind_of(&enc, "/home/ana").unwrap().0,
+            PathBuf::from("/run/doppel/1000/work/data/home")
+        );
+        let mut pr = profile();
+        pr.home = HomeMode::Overlay;
+        let ov = SandboxPlan::build(
+            &dirs(),
+            &pr,
+            &recipe(),
+            &host(),
+            &LaunchOptions {
+                storage: Some(Storage {
+                    home: "/run/doppel/1000/work/home".into(),
+                    state: Some("/home/ana/.local/share/doppel/profiles/work/state".into()),
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            bind_of(&ov, "/home/ana").unwrap(),
+            (PathBuf::from("/run/doppel/1000/work/home"), true)
+        );
+        // The app's account is never the real one read through the overlay.
+        assert_eq!(
+            bind_of(&ov, "/home/ana/.local/share/TelegramDesktop")
+                .unwrap()
+                .0,
+            PathBuf::from(
+                "/home/ana/.local/share/doppel/profiles/work/state/.local/share/TelegramDesktop"
+            )
+        );
+        assert!(ov.prepare.dirs.contains(&PathBuf::from(
+            "/home/ana/.local/share/doppel/profiles/work/state/.local/share/TelegramDesktop"
+        )));
+        assert!(
+            ov.prepare.remove[0].starts_with("/home/ana/.local/share/doppel/profiles/work/state")
+        );
     }
 
     #[test]

@@ -94,6 +94,16 @@ pub struct Profile {
     pub home: HomeMode,
     #[serde(default)]
     pub network: NetworkMode,
+    /// Data on an encrypted volume (needs the helper).
+    #[serde(default)]
+    pub encrypted: bool,
+    /// Lock the volume when the last process exits.
+    #[serde(default = "yes")]
+    pub auto_lock: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_color() -> String {
@@ -326,6 +336,8 @@ mod tests {
             color: "#33d17a".into(),
             home: HomeMode::Private,
             network: NetworkMode::Isolated,
+            encrypted: false,
+            auto_lock: true,
         }
     }
 

@@ -564,8 +564,9 @@ pub fn spawn(
     let (err_r, err_w) = pipe()?;
     let monitor = std::process::id() as i32;
 
-    // SAFETY: the monitor is single-threaded when it launches, so the child may allocate and
-    // use the standard library until it execs.
+    // SAFETY: the child only makes system calls and small allocations before exec; glibc's
+    // fork handlers keep malloc usable in the child even though the helper's D-Bus client may
+    // have started a thread in the monitor.
     match unsafe { nix::unistd::fork() }.map_err(|source| SandboxError::Parent {
         call: "fork",
         source,

@@ -16,6 +16,8 @@ use doppel_core::plan::LaunchOptions;
 use doppel_core::profile::{self, HomeMode, NetworkMode, Profile};
 use doppel_core::recipe::RecipeSet;
 use doppel_core::resolve;
+use doppel_core::storage;
+use zeroize::Zeroizing;
 
 /// Run a second account of a desktop app, side by side with the first, each in its own sandbox.
 #[derive(Parser)]
@@ -52,6 +54,18 @@ enum Cmd {
         /// isolated (default, through pasta), host, or none.
         #[arg(long)]
         network: Option<NetworkMode>,
+        /// Keep the profile's data on an encrypted volume (asks for a passphrase twice).
+        #[arg(long)]
+        encrypt: bool,
+        /// Size of the encrypted volume (e.g. 8G); it is sparse, so it takes only what is used.
+        #[arg(long, default_value = "8G", requires = "encrypt")]
+        size: String,
+        /// Do not lock the volume when the app exits.
+        #[arg(long, requires = "encrypt")]
+        no_auto_lock: bool,
+        /// Read the passphrase from this file descriptor (one line) instead of asking.
+        #[arg(long, value_name = "N")]
+        passphrase_fd: Option<i32>,
     },
     /// List profiles and whether they run.
     List,
@@ -66,6 +80,42 @@ enum Cmd {
         /// A command to run in the profile's sandbox instead of the app.
         #[arg(last = true)]
         command: Vec<String>,
+        /// Read the passphrase of a locked profile from this file descriptor.
+        #[arg(long, value_name = "N")]
+        passphrase_fd: Option<i32>,
+    },
+    /// Lock an encrypted profile: its data becomes unreadable until unlocked.
+    Lock {
+        id: String,
+        /// Stop the profile first if it is running.
+        #[arg(long)]
+        stop: bool,
+    },
+    /// Unlock an encrypted profile without running anything.
+    Unlock {
+        id: String,
+        /// Read the passphrase (or recovery key) from this file descriptor.
+        #[arg(long, value_name = "N")]
+        passphrase_fd: Option<i32>,
+    },
+    /// Change an encrypted profile's passphrase (the data is not re-encrypted).
+    Passwd {
+        id: String,
+        /// Read the old passphrase (or recovery key) and the new one, one per line, from this
+        /// file descriptor.
+        #[arg(long, value_name = "N")]
+        passphrase_fd: Option<i32>,
+    },
+    /// List what a clone with a copy-on-write home changed relative to your real home.
+    Diff { id: String },
+    /// Copy a file a clone made or changed out to your real home.
+    Recover {
+        id: String,
+        /// The file, relative to the home (e.g. Documents/notes.txt).
+        path: std::path::PathBuf,
+        /// Where to put it (default: the same place in your real home).
+        #[arg(long)]
+        to: Option<std::path::PathBuf>,
     },
     /// Stop a running profile: SIGTERM, then SIGKILL after a timeout.
     Stop {
@@ -97,6 +147,75 @@ fn parse_id(s: &str) -> Result<ProfileId> {
 
 fn warn(msg: &str) {
     eprintln!("doppel: {msg}");
+}
+
+/// Where passphrases come from: a file descriptor given with --passphrase-fd (read once, one
+/// secret per line), or the terminal without echo. Never the command line or the environment.
+struct Secrets {
+    lines: Option<std::collections::VecDeque<Zeroizing<String>>>,
+}
+
+impl Secrets {
+    fn new(fd: Option<i32>) -> Result<Secrets> {
+        let Some(fd) = fd else {
+            return Ok(Secrets { lines: None });
+        };
+        if fd < 0 {
+            bail!("--passphrase-fd takes a file descriptor number, not {fd}");
+        }
+        // SAFETY: the person named this descriptor as theirs to hand over; it is read once
+        // and closed.
+        let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut text = Zeroizing::new(String::new());
+        std::io::Read::read_to_string(&mut f, &mut text)
+            .with_context(|| format!("cannot read the passphrase from file descriptor {fd}"))?;
+        let lines = text.lines().map(|l| Zeroizing::new(l.to_owned())).collect();
+        Ok(Secrets { lines: Some(lines) })
+    }
+
+    fn get(&mut self, prompt: &str) -> Result<Zeroizing<String>> {
+        if let Some(lines) = &mut self.lines {
+            return lines.pop_front().ok_or_else(|| {
+                anyhow::anyhow!("the passphrase file descriptor has no line for: {prompt}")
+            });
+        }
+        if !std::io::stdin().is_terminal() {
+            bail!("no terminal to ask for the passphrase on; pass it with --passphrase-fd N");
+        }
+        let p = rpassword::prompt_password(format!("{prompt}: "))
+            .context("cannot read the passphrase from the terminal")?;
+        Ok(Zeroizing::new(p))
+    }
+
+    fn new_passphrase(&mut self) -> Result<Zeroizing<String>> {
+        let a = self.get("New passphrase")?;
+        if a.is_empty() {
+            bail!("the passphrase cannot be empty");
+        }
+        if self.lines.is_none() {
+            let b = self.get("Repeat the passphrase")?;
+            if *a != *b {
+                bail!("the two passphrases differ; nothing was changed");
+            }
+            if a.chars().count() < 12 {
+                warn("hint: a passphrase of 12 or more characters (or several words) is much harder to guess");
+            }
+        }
+        Ok(a)
+    }
+}
+
+/// Unlocks `p` if it is encrypted and locked, asking for the passphrase.
+fn ensure_unlocked(dirs: &Dirs, p: &Profile, secrets: &mut Secrets) -> Result<()> {
+    if !storage::needs_unlock(p) {
+        return Ok(());
+    }
+    let pass = secrets.get(&format!(
+        "Passphrase for {} (or its recovery key)",
+        p.label()
+    ))?;
+    storage::unlock(dirs, p, pass.as_bytes())?;
+    Ok(())
 }
 
 fn cmd_apps(dirs: &Dirs, all: bool) -> Result<()> {
@@ -134,15 +253,49 @@ fn cmd_apps(dirs: &Dirs, all: bool) -> Result<()> {
     Ok(())
 }
 
-fn cmd_create(
-    dirs: &Dirs,
-    id: &str,
-    app: &str,
+struct CreateArgs {
+    id: String,
+    app: String,
     name: Option<String>,
     color: Option<String>,
     home: HomeArg,
     network: Option<NetworkMode>,
-) -> Result<()> {
+    encrypt: bool,
+    size: String,
+    no_auto_lock: bool,
+    passphrase_fd: Option<i32>,
+}
+
+fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| anyhow::anyhow!("--size {s:?} is not a size like 8G or 512M"))
+}
+
+fn cmd_create(dirs: &Dirs, a: CreateArgs) -> Result<()> {
+    let CreateArgs {
+        id,
+        app,
+        name,
+        color,
+        home,
+        network,
+        encrypt,
+        size,
+        no_auto_lock,
+        passphrase_fd,
+    } = a;
+    let (id, app) = (id.as_str(), app.as_str());
     let id = parse_id(id)?;
     let set = RecipeSet::load(dirs);
     // A recipe of that name that does not load is reported as such, not as "no app".
@@ -159,11 +312,20 @@ fn cmd_create(
     }
     let home = match home {
         HomeArg::Private => HomeMode::Private,
-        HomeArg::Overlay => bail!(
-            "a copy-on-write home (--home overlay) needs Doppel's privileged helper, which is \
-             not available yet; use --home private"
-        ),
+        HomeArg::Overlay => HomeMode::Overlay,
     };
+    let size = if encrypt {
+        Some(parse_size(&size)?)
+    } else {
+        None
+    };
+    if encrypt || home == HomeMode::Overlay {
+        // Both need the privileged helper: find out before asking for anything.
+        storage::helper()?;
+    }
+    if profile::load(dirs, &id).is_ok() {
+        bail!("a profile \"{id}\" exists already; pick another id, or `doppel delete {id}` first");
+    }
     let p = Profile {
         name: name.unwrap_or_else(|| id.to_string()),
         id,
@@ -174,8 +336,36 @@ fn cmd_create(
         color: color.unwrap_or_else(|| "#3584e4".into()),
         home,
         network: network.unwrap_or(recipe.network),
+        encrypted: encrypt,
+        auto_lock: !no_auto_lock,
     };
     profile::create(dirs, &p)?;
+    if let Some(size) = size {
+        let made = Secrets::new(passphrase_fd)
+            .and_then(|mut s| s.new_passphrase())
+            .and_then(|pass| {
+                eprintln!("doppel: creating the encrypted volume…");
+                Ok(storage::create_encrypted(dirs, &p, size, pass.as_bytes())?)
+            });
+        match made {
+            Ok(recovery) => {
+                println!(
+                    "Recovery key for {} (shown once; keep it somewhere safe):",
+                    p.label()
+                );
+                println!("    {recovery}");
+                println!("It opens the profile if the passphrase is forgotten: doppel unlock {} or doppel passwd {}", p.id, p.id);
+            }
+            Err(e) => {
+                // Nothing half-created: the profile goes with its failed volume.
+                let _ = profile::delete(dirs, &p.id);
+                return Err(e);
+            }
+        }
+    }
+    if home == HomeMode::Overlay && !encrypt {
+        warn("note: the copy-on-write home keeps the clone's changes under /var/lib/doppel, unencrypted");
+    }
     println!(
         "created {}: {} — start it with `doppel run {}`",
         p.id,
@@ -204,6 +394,8 @@ fn cmd_list(dirs: &Dirs) -> Result<()> {
                 (format!("running (pid {})", r.sandbox_pid), r.network)
             }
             Ok(Some(_)) => ("starting".to_owned(), p.network),
+            Ok(None) if storage::needs_unlock(&p) => ("locked".to_owned(), p.network),
+            Ok(None) if p.encrypted => ("stopped, unlocked".to_owned(), p.network),
             Ok(None) => ("stopped".to_owned(), p.network),
             Err(e) => (format!("unknown ({e})"), p.network),
         };
@@ -223,9 +415,14 @@ fn cmd_run(
     network: Option<NetworkMode>,
     urls: Vec<String>,
     command: Vec<String>,
+    passphrase_fd: Option<i32>,
 ) -> Result<ExitCode> {
     let id = parse_id(id)?;
     let p = profile::load(dirs, &id)?;
+    if instance::is_running(dirs, &id)? {
+        bail!("profile {id} is already running; `doppel stop {id}` ends it");
+    }
+    ensure_unlocked(dirs, &p, &mut Secrets::new(passphrase_fd)?)?;
     let set = RecipeSet::load(dirs);
     let recipe = set
         .get(&p.recipe)
@@ -234,6 +431,7 @@ fn cmd_run(
         network,
         command: (!command.is_empty()).then_some(command),
         extra_args: urls,
+        storage: None,
     };
     let code = monitor::run(dirs, &p, recipe, &opts, &mut |m| warn(m))?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
@@ -273,8 +471,84 @@ fn cmd_delete(dirs: &Dirs, id: &str, yes: bool) -> Result<()> {
             return Ok(());
         }
     }
+    storage::destroy(&p)?;
     profile::delete(dirs, &id)?;
     println!("deleted {id}");
+    Ok(())
+}
+
+fn cmd_lock(dirs: &Dirs, id: &str, stop: bool) -> Result<()> {
+    let id = parse_id(id)?;
+    let p = profile::load(dirs, &id)?;
+    if !p.encrypted {
+        bail!("profile {id} is not encrypted, so there is nothing to lock");
+    }
+    if instance::is_running(dirs, &id)? {
+        if !stop {
+            bail!("profile {id} is running; stop it first, or use `doppel lock {id} --stop`");
+        }
+        monitor::stop(dirs, &id, Duration::from_secs(15))?;
+    }
+    storage::lock(&p)?;
+    println!("locked {id}");
+    Ok(())
+}
+
+fn cmd_unlock(dirs: &Dirs, id: &str, fd: Option<i32>) -> Result<()> {
+    let id = parse_id(id)?;
+    let p = profile::load(dirs, &id)?;
+    if !p.encrypted {
+        bail!("profile {id} is not encrypted, so there is nothing to unlock");
+    }
+    if !storage::needs_unlock(&p) {
+        println!("{id} is already unlocked");
+        return Ok(());
+    }
+    ensure_unlocked(dirs, &p, &mut Secrets::new(fd)?)?;
+    println!("unlocked {id}");
+    Ok(())
+}
+
+fn cmd_passwd(dirs: &Dirs, id: &str, fd: Option<i32>) -> Result<()> {
+    let id = parse_id(id)?;
+    let p = profile::load(dirs, &id)?;
+    if !p.encrypted {
+        bail!("profile {id} is not encrypted, so it has no passphrase");
+    }
+    let mut secrets = Secrets::new(fd)?;
+    let old = secrets.get("Current passphrase (or recovery key)")?;
+    let new = secrets.new_passphrase()?;
+    storage::passwd(dirs, &p, old.as_bytes(), new.as_bytes())?;
+    println!("changed the passphrase of {id}; the recovery key still works");
+    Ok(())
+}
+
+fn cmd_diff(dirs: &Dirs, id: &str) -> Result<()> {
+    let id = parse_id(id)?;
+    let p = profile::load(dirs, &id)?;
+    let changes = storage::diff(&p)?;
+    if changes.is_empty() {
+        println!("{id} has not changed anything in your home");
+    }
+    for c in changes {
+        match c {
+            storage::Change::Changed(p) => println!("changed  {}", p.display()),
+            storage::Change::Deleted(p) => println!("deleted  {}", p.display()),
+        }
+    }
+    Ok(())
+}
+
+fn cmd_recover(
+    dirs: &Dirs,
+    id: &str,
+    path: &std::path::Path,
+    to: Option<&std::path::Path>,
+) -> Result<()> {
+    let id = parse_id(id)?;
+    let p = profile::load(dirs, &id)?;
+    let dest = storage::recover_file(dirs, &p, path, to)?;
+    println!("copied {} to {}", path.display(), dest.display());
     Ok(())
 }
 
@@ -290,14 +564,38 @@ fn real_main() -> Result<ExitCode> {
             color,
             home,
             network,
-        } => cmd_create(&dirs, &id, &app, name, color, home, network)?,
+            encrypt,
+            size,
+            no_auto_lock,
+            passphrase_fd,
+        } => cmd_create(
+            &dirs,
+            CreateArgs {
+                id,
+                app,
+                name,
+                color,
+                home,
+                network,
+                encrypt,
+                size,
+                no_auto_lock,
+                passphrase_fd,
+            },
+        )?,
         Cmd::List => cmd_list(&dirs)?,
         Cmd::Run {
             id,
             network,
             urls,
             command,
-        } => return cmd_run(&dirs, &id, network, urls, command),
+            passphrase_fd,
+        } => return cmd_run(&dirs, &id, network, urls, command, passphrase_fd),
+        Cmd::Lock { id, stop } => cmd_lock(&dirs, &id, stop)?,
+        Cmd::Unlock { id, passphrase_fd } => cmd_unlock(&dirs, &id, passphrase_fd)?,
+        Cmd::Passwd { id, passphrase_fd } => cmd_passwd(&dirs, &id, passphrase_fd)?,
+        Cmd::Diff { id } => cmd_diff(&dirs, &id)?,
+        Cmd::Recover { id, path, to } => cmd_recover(&dirs, &id, &path, to.as_deref())?,
         Cmd::Stop { id, timeout } => cmd_stop(&dirs, &id, timeout)?,
         Cmd::Delete { id, yes } => cmd_delete(&dirs, &id, yes)?,
         Cmd::Doctor => {

@@ -119,7 +119,9 @@ impl Volume {
         check_id(id)?;
         let base = open_abs_dir(STATE_DIR)?;
         let uid = caller.uid.to_string();
-        let state = root_dir(&base, &uid, 0o700, &Path::new(STATE_DIR).join(&uid))?;
+        // 0711: the person may reach their copy-on-write layers (for `doppel diff`) by name;
+        // images inside stay root-only.
+        let state = root_dir(&base, &uid, 0o711, &Path::new(STATE_DIR).join(&uid))?;
         let rbase = open_abs_dir(RUN_DIR)?;
         let run = root_dir(&rbase, &uid, 0o755, &Path::new(RUN_DIR).join(&uid))?;
         Ok(Volume {
@@ -193,8 +195,10 @@ impl Volume {
         }
     }
 
+    /// `/run/doppel/<uid>/<id>`, root-owned; once a volume is mounted its (private) root covers
+    /// it; without a volume it holds the copy-on-write home, which the person must reach.
     fn mount_dir(&self) -> Result<OwnedFd> {
-        root_dir(&self.run, &self.id, 0o700, &self.mountpoint())
+        root_dir(&self.run, &self.id, 0o755, &self.mountpoint())
     }
 }
 
@@ -681,8 +685,8 @@ pub fn mount_overlay(caller: Caller, id: &str) -> Result<String> {
             true,
         )
     } else {
-        let ov = root_dir(&v.state, "overlay", 0o700, Path::new("overlay"))?;
-        (root_dir(&ov, id, 0o700, Path::new(id))?, false)
+        let ov = root_dir(&v.state, "overlay", 0o711, Path::new("overlay"))?;
+        (root_dir(&ov, id, 0o711, Path::new(id))?, false)
     };
     let upper = user_dir_chain(&storage, &["upper"], caller, true)?;
     let work = user_dir_chain(&storage, &["work"], caller, false)?;
