@@ -106,7 +106,41 @@ pub fn run(dirs: &Dirs) -> Vec<Check> {
         dbus_proxy_check(crate::apps::which("xdg-dbus-proxy").as_deref()),
         check_session_bus(runtime_dir),
         check_display(runtime_dir),
+        helper_check(doppel_helper::client::Helper::connect().and_then(|h| h.status().map(|_| ()))),
     ]
+}
+
+/// The privileged helper: optional, needed only for encryption and the copy-on-write home.
+fn helper_check(answer: Result<(), doppel_helper::client::HelperError>) -> Check {
+    use doppel_helper::client::ErrorKind;
+    let name = "privileged helper";
+    match answer {
+        Ok(()) => Check {
+            name,
+            status: Status::Ok,
+            detail: "doppel-helper answers on the system bus".into(),
+            fix: None,
+        },
+        Err(e) if e.kind == ErrorKind::NotAuthorized => Check {
+            name,
+            status: Status::Warn,
+            detail: format!("doppel-helper answers, but polkit refuses: {e}"),
+            fix: Some(
+                "run Doppel from an active local desktop session, or have an administrator add a \
+                 polkit rule for the org.doppel.* actions"
+                    .into(),
+            ),
+        },
+        Err(e) => Check {
+            name,
+            status: Status::Warn,
+            detail: format!(
+                "not available, so --encrypt and --home overlay cannot be used (plain profiles \
+                 work): {e}"
+            ),
+            fix: Some("install Doppel's package, which ships doppel-helper".into()),
+        },
+    }
 }
 
 /// The checks as text: one "ok   name: detail" / "WARN …" / "FAIL …" line each, then the fix.
@@ -1370,7 +1404,8 @@ mod tests {
                 TUN,
                 DBUS_PROXY,
                 SESSION_BUS,
-                DISPLAY
+                DISPLAY,
+                "privileged helper"
             ]
         );
         // Without a runtime directory that check fails, and says how to fix it.
@@ -1403,5 +1438,22 @@ mod tests {
             // The probe reaps its child and can run again.
             assert_eq!(probe_userns(nix::unistd::geteuid().as_raw()), Ok(()));
         }
+    }
+}
+
+#[cfg(test)]
+mod helper_tests {
+    use super::*;
+    use doppel_helper::client::{ErrorKind, HelperError};
+
+    #[test]
+    fn the_helper_is_optional() {
+        let c = helper_check(Err(HelperError {
+            kind: ErrorKind::Unavailable,
+            message: "no".into(),
+        }));
+        assert!(matches!(c.status, Status::Warn));
+        assert!(c.detail.contains("plain profiles"));
+        assert!(matches!(helper_check(Ok(())).status, Status::Ok));
     }
 }

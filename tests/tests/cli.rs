@@ -224,7 +224,7 @@ fn delete_asks_and_scripts_must_say_yes() {
 fn overlay_home_and_unknown_flags_say_what_to_do() {
     let c = Cli::new();
     let e = c.fails(&["create", "o", "--app", "sh", "--home", "overlay"]);
-    assert!(e.contains("helper") && e.contains("--home private"), "{e}");
+    assert!(e.contains("helper") && e.contains("install"), "{e}");
     let e = c.fails(&["create", "o", "--app", "sh", "--network", "wifi"]);
     assert!(e.contains("isolated, host or none"), "{e}");
     let e = c.fails(&["create", "o", "--app", "sh", "--color", "blue"]);
@@ -274,4 +274,33 @@ fn apps_lists_installed_entries_with_their_recipe() {
     );
     let cfg = fs::read_to_string(c.path("config/doppel/profiles/a.toml")).unwrap();
     assert!(cfg.contains("recipe = \"telegram-desktop\""), "{cfg}");
+}
+
+#[test]
+fn encryption_without_the_helper_says_what_to_install_and_creates_nothing() {
+    let c = Cli::new();
+    // A bus address where nothing listens: no helper to be had.
+    let out = Command::new(doppel_bin())
+        .args(["create", "e", "--app", "sh", "--encrypt", "--size", "128M", "--passphrase-fd", "0"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", c.path("home"))
+        .env("XDG_CONFIG_HOME", c.path("config"))
+        .env("XDG_DATA_HOME", c.path("data"))
+        .env("XDG_RUNTIME_DIR", c.path("run"))
+        .env("DBUS_SYSTEM_BUS_ADDRESS", format!("unix:path={}/no-bus", c.dir.path().display()))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("helper") && e.contains("install"), "{e}");
+    assert!(!c.path("config/doppel/profiles/e.toml").exists());
+    assert!(!c.path("data/doppel/profiles/e").exists());
+    // Plain profiles work as before.
+    assert!(c.run(&["create", "p", "--app", "sh"]).status.success());
+    let e = c.fails(&["lock", "p"]);
+    assert!(e.contains("not encrypted"), "{e}");
+    let e = c.fails(&["diff", "p"]);
+    assert!(e.contains("copy-on-write"), "{e}");
 }
