@@ -281,14 +281,27 @@ fn encryption_without_the_helper_says_what_to_install_and_creates_nothing() {
     let c = Cli::new();
     // A bus address where nothing listens: no helper to be had.
     let out = Command::new(doppel_bin())
-        .args(["create", "e", "--app", "sh", "--encrypt", "--size", "128M", "--passphrase-fd", "0"])
+        .args([
+            "create",
+            "e",
+            "--app",
+            "sh",
+            "--encrypt",
+            "--size",
+            "128M",
+            "--passphrase-fd",
+            "0",
+        ])
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", c.path("home"))
         .env("XDG_CONFIG_HOME", c.path("config"))
         .env("XDG_DATA_HOME", c.path("data"))
         .env("XDG_RUNTIME_DIR", c.path("run"))
-        .env("DBUS_SYSTEM_BUS_ADDRESS", format!("unix:path={}/no-bus", c.dir.path().display()))
+        .env(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            format!("unix:path={}/no-bus", c.dir.path().display()),
+        )
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
