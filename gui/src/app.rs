@@ -1,0 +1,120 @@
+//! The application: single instance (GApplication), and every action the window, its rows and
+//! the keyboard trigger, declared here in one place.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use adw::prelude::*;
+use gtk::{gio, glib};
+
+use doppel_core::dirs::Dirs;
+use doppel_core::id::ProfileId;
+
+use crate::window::Ui;
+
+/// The application id (also the D-Bus name of the running instance).
+pub const APP_ID: &str = "org.doppel.Doppel";
+
+/// Runs the application; returns its exit code.
+pub fn run(dirs: Dirs) -> glib::ExitCode {
+    let app = adw::Application::builder().application_id(APP_ID).build();
+    app.connect_startup(|_| load_css());
+    let ui: Rc<RefCell<Option<Rc<Ui>>>> = Rc::default();
+    app.connect_activate(move |app| {
+        if let Some(ui) = ui.borrow().as_ref() {
+            ui.window.present();
+            return;
+        }
+        let new = Ui::new(app, dirs.clone());
+        install_actions(app, &new);
+        new.start_refresh();
+        new.window.present();
+        *ui.borrow_mut() = Some(new);
+    });
+    // GTK parses its own options; the window takes none.
+    app.run_with_args::<&str>(&[])
+}
+
+/// The few styles libadwaita has no class for: the ring around the chosen colour.
+const CSS: &str = "
+button.color-choice { padding: 3px; min-width: 0; min-height: 0; }
+button.color-choice:checked { background: none; box-shadow: inset 0 0 0 2px @accent_bg_color; }
+";
+
+fn load_css() {
+    let provider = gtk::CssProvider::new();
+    provider.load_from_data(CSS);
+    if let Some(display) = gtk::gdk::Display::default() {
+        gtk::style_context_add_provider_for_display(
+            &display,
+            &provider,
+            gtk::STYLE_PROVIDER_PRIORITY_APPLICATION,
+        );
+    }
+}
+
+/// The profile id in an action's parameter, if it is one.
+fn id_param(v: Option<&glib::Variant>) -> Option<ProfileId> {
+    v.and_then(glib::Variant::str)
+        .and_then(|s| ProfileId::parse(s).ok())
+}
+
+fn install_actions(app: &adw::Application, ui: &Rc<Ui>) {
+    let plain = |name: &str, f: Box<dyn Fn()>| {
+        let a = gio::SimpleAction::new(name, None);
+        a.connect_activate(move |_, _| f());
+        app.add_action(&a);
+    };
+    {
+        let ui = Rc::downgrade(ui);
+        plain(
+            "new-profile",
+            Box::new(move || {
+                if let Some(ui) = ui.upgrade() {
+                    crate::dialogs::new_profile(&ui);
+                }
+            }),
+        );
+    }
+    {
+        let app = app.downgrade();
+        plain(
+            "quit",
+            Box::new(move || {
+                if let Some(app) = app.upgrade() {
+                    app.quit();
+                }
+            }),
+        );
+    }
+    {
+        let ui = Rc::downgrade(ui);
+        plain(
+            "lock-all",
+            Box::new(move || {
+                if let Some(ui) = ui.upgrade() {
+                    ui.lock_all();
+                }
+            }),
+        );
+    }
+
+    // Per-profile actions take the profile id as their parameter.
+    let per_profile = |name: &str, f: fn(&Rc<Ui>, &ProfileId)| {
+        let a = gio::SimpleAction::new(name, Some(glib::VariantTy::STRING));
+        let ui = Rc::downgrade(ui);
+        a.connect_activate(move |_, v| {
+            if let (Some(ui), Some(id)) = (ui.upgrade(), id_param(v)) {
+                f(&ui, &id);
+            }
+        });
+        app.add_action(&a);
+    };
+    per_profile("launch", |ui, id| ui.launch(id));
+    per_profile("stop", |ui, id| ui.stop(id));
+    per_profile("lock", |ui, id| ui.lock(id));
+    per_profile("unlock", |ui, id| crate::dialogs::unlock(ui, id, false));
+
+    app.set_accels_for_action("app.new-profile", &["<Control>n"]);
+    app.set_accels_for_action("app.quit", &["<Control>q"]);
+}
