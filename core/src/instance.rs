@@ -115,7 +115,17 @@ impl InstanceLock {
     pub fn acquire(dirs: &Dirs, id: &ProfileId) -> Result<Self, InstanceError> {
         let path = lock_path(dirs, id)?;
         let f = open_lock(&path)?;
-        if !try_flock(&f).map_err(io_err("cannot lock", &path))? {
+        // `status` takes the lock for an instant to test it (a GUI polls every second), so a
+        // refusal is only believed once it has lasted a little while.
+        let mut got = false;
+        for _ in 0..10 {
+            got = try_flock(&f).map_err(io_err("cannot lock", &path))?;
+            if got {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if !got {
             let pid = read_record(dirs, id).map_or(0, |r| r.monitor_pid);
             return Err(InstanceError::AlreadyRunning {
                 id: id.clone(),
