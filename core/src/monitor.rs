@@ -360,6 +360,13 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Blocks the signals a monitor reads through its signalfd. Call it before anything can start
+/// a thread (the helper's D-Bus client does): threads inherit the mask, and a thread that has
+/// them unblocked would swallow SIGCHLD, or be killed by SIGTERM with the whole process.
+pub fn block_signals() -> Result<(), RunError> {
+    monitor_signals().thread_block().map_err(sys("sigprocmask"))
+}
+
 fn monitor_signals() -> SigSet {
     let mut mask = SigSet::empty();
     for s in [
@@ -385,9 +392,7 @@ pub fn run(
     // Block the signals the monitor reads through its signalfd before anything can start a
     // thread (the helper's D-Bus client does): threads inherit the mask, so no other thread
     // can swallow a SIGCHLD.
-    monitor_signals()
-        .thread_block()
-        .map_err(sys("sigprocmask"))?;
+    block_signals()?;
     let lock = InstanceLock::acquire(dirs, &profile.id)?;
     let host = HostFacts::probe(dirs)?;
     let mut opts = opts.clone();
@@ -500,9 +505,11 @@ fn run_prepared(
     let mut status: Option<i32> = None;
     let mut kill_at: Option<Instant> = None;
     loop {
-        let timeout = kill_at.map_or(PollTimeout::NONE, |t| {
+        // A periodic wake-up as well: should a SIGCHLD ever reach another thread, exits are
+        // still reaped.
+        let timeout = kill_at.map_or(PollTimeout::from(1000u16), |t| {
             let ms = t.saturating_duration_since(Instant::now()).as_millis();
-            PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::ZERO)
+            PollTimeout::try_from(ms.min(1000) as i32).unwrap_or(PollTimeout::ZERO)
         });
         let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, timeout) {
@@ -513,6 +520,17 @@ fn run_prepared(
                         Signal::SIGKILL,
                     );
                     kill_at = None;
+                }
+                if reap(
+                    main,
+                    &mut status,
+                    &mut helpers,
+                    &proxy,
+                    &mut pasta_pid,
+                    notice,
+                ) && !sandbox_alive(me, main.as_raw(), &helpers)
+                {
+                    break;
                 }
                 continue;
             }
@@ -527,44 +545,63 @@ fn run_prepared(
             continue;
         };
         match Signal::try_from(info.ssi_signo as i32) {
-            Ok(Signal::SIGCHLD) => {
-                while let Ok(ws) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                    let (pid, code) = match ws {
-                        WaitStatus::Exited(p, c) => (p, c),
-                        WaitStatus::Signaled(p, s, _) => (p, 128 + s as i32),
-                        WaitStatus::StillAlive => break,
-                        _ => continue,
-                    };
-                    if pid == main {
-                        status = Some(code);
-                    } else if helpers.remove(&pid.as_raw()) {
-                        if proxy
-                            .as_ref()
-                            .is_some_and(|(c, _)| c.id() as i32 == pid.as_raw())
-                        {
-                            notice("warning: the session-bus proxy exited; the app has lost its session bus");
-                        } else if pasta_pid == Some(pid.as_raw()) {
-                            notice("warning: pasta exited; the app has lost its network");
-                            pasta_pid = None;
-                        }
-                    }
-                }
-                if status.is_some() && !sandbox_alive(me, main.as_raw(), &helpers) {
-                    break;
-                }
-            }
             Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => {
                 let sig = Signal::try_from(info.ssi_signo as i32).unwrap_or(Signal::SIGTERM);
                 signal_all(&sandbox_processes(me, main.as_raw(), &helpers), sig);
                 kill_at.get_or_insert(Instant::now() + GRACE);
             }
-            // The terminal went away: the app is not tied to it, and neither are we.
+            // SIGCHLD is handled just below; SIGHUP means the terminal went away, and the
+            // app is not tied to it, nor are we.
             _ => {}
+        }
+        if reap(
+            main,
+            &mut status,
+            &mut helpers,
+            &proxy,
+            &mut pasta_pid,
+            notice,
+        ) && !sandbox_alive(me, main.as_raw(), &helpers)
+        {
+            break;
         }
     }
     let proxy_alive = proxy.filter(|(c, _)| helpers.contains(&(c.id() as i32)));
     teardown(proxy_alive, pasta_pid.filter(|p| helpers.contains(p)));
     Ok(status.unwrap_or(0))
+}
+
+/// Reaps every exited child; returns whether the app's main process has exited (now or before).
+fn reap(
+    main: Pid,
+    status: &mut Option<i32>,
+    helpers: &mut HashSet<i32>,
+    proxy: &Option<(Child, OwnedFd)>,
+    pasta_pid: &mut Option<i32>,
+    notice: &mut dyn FnMut(&str),
+) -> bool {
+    while let Ok(ws) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        let (pid, code) = match ws {
+            WaitStatus::Exited(p, c) => (p, c),
+            WaitStatus::Signaled(p, s, _) => (p, 128 + s as i32),
+            WaitStatus::StillAlive => break,
+            _ => continue,
+        };
+        if pid == main {
+            *status = Some(code);
+        } else if helpers.remove(&pid.as_raw()) {
+            if proxy
+                .as_ref()
+                .is_some_and(|(c, _)| c.id() as i32 == pid.as_raw())
+            {
+                notice("warning: the session-bus proxy exited; the app has lost its session bus");
+            } else if *pasta_pid == Some(pid.as_raw()) {
+                notice("warning: pasta exited; the app has lost its network");
+                *pasta_pid = None;
+            }
+        }
+    }
+    status.is_some()
 }
 
 /// Ends a running instance: SIGTERM to its monitor, which passes it on and kills what is left

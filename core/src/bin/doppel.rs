@@ -417,6 +417,8 @@ fn cmd_run(
     command: Vec<String>,
     passphrase_fd: Option<i32>,
 ) -> Result<ExitCode> {
+    // Before the helper's client can start a thread: see monitor::block_signals.
+    monitor::block_signals()?;
     let id = parse_id(id)?;
     let p = profile::load(dirs, &id)?;
     if instance::is_running(dirs, &id)? {
