@@ -1,0 +1,299 @@
+//! A headless desktop session for tests that run real GUI apps: an Xvfb display with an X
+//! authority cookie in the test user's `~/.Xauthority`, a private session bus run as that user,
+//! and helpers to find windows and take screenshots.
+//!
+//! Declared by a test with `#[path = "common/display.rs"] mod display;` next to `mod common;`.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{self, User};
+
+/// SIGTERM, then SIGKILL if `child` has not exited after `grace`; always reaps it.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    if child.try_wait().ok().flatten().is_some() {
+        return;
+    }
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let end = Instant::now() + grace;
+    while Instant::now() < end {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// An Xvfb server started as root, its cookie in the user's `~/.Xauthority`.
+pub struct Display {
+    pub number: u32,
+    /// `:N`.
+    pub name: String,
+    /// The user's `~/.Xauthority`, which holds this display's cookie.
+    pub xauthority: PathBuf,
+    xvfb: Child,
+}
+
+impl Display {
+    /// Starts `Xvfb :N -screen 0 WxHx24` on the first free display number from 90 on. Its
+    /// stderr goes to `<artifacts>/<tag>-xvfb.log`.
+    pub fn start(user: &User, tag: &str, size: &str) -> Display {
+        let xauthority = user.home.join(".Xauthority");
+        let log = common::artifacts().join(format!("{tag}-xvfb.log"));
+        for number in 90..200u32 {
+            let socket = socket_path(number);
+            if socket.exists() || Path::new(&format!("/tmp/.X{number}-lock")).exists() {
+                continue;
+            }
+            let name = format!(":{number}");
+            add_cookie(&xauthority, &name, user);
+            let mut xvfb = Command::new("Xvfb")
+                .args([&name, "-screen", "0", &format!("{size}x24"), "-auth"])
+                .arg(&xauthority)
+                .args(["-nolisten", "tcp"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("cannot start Xvfb");
+            let up = common::wait_until(Duration::from_secs(15), || {
+                socket.exists() || xvfb.try_wait().ok().flatten().is_some()
+            });
+            if up && xvfb.try_wait().ok().flatten().is_none() {
+                let d = Display {
+                    number,
+                    name,
+                    xauthority,
+                    xvfb,
+                };
+                // The socket appears just before the server accepts clients; ask it.
+                let ready = common::wait_until(Duration::from_secs(10), || {
+                    d.root_command("xdpyinfo")
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+                });
+                assert!(ready, "Xvfb {} does not answer", d.name);
+                return d;
+            }
+            // Lost a race for this number (or Xvfb failed): try the next one.
+            terminate(&mut xvfb, Duration::from_secs(2));
+            remove_cookie(&xauthority, &name);
+            eprintln!(
+                "Xvfb {name} did not start (see {}); trying another display",
+                log.display()
+            );
+        }
+        panic!("no free X display number in 90..200");
+    }
+
+    /// The (DISPLAY, XAUTHORITY) pair to hand to the user's commands.
+    pub fn env(&self) -> [(&'static str, String); 2] {
+        [
+            ("DISPLAY", self.name.clone()),
+            ("XAUTHORITY", self.xauthority.display().to_string()),
+        ]
+    }
+
+    /// A command run as root (the caller) that talks to this display.
+    pub fn root_command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("DISPLAY", &self.name)
+            .env("XAUTHORITY", &self.xauthority)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Visible top-level windows whose WM_CLASS matches `class` (a regex), by id.
+    pub fn windows(&self, class: &str) -> Vec<u64> {
+        let out = self
+            .root_command("xdotool")
+            .args(["search", "--onlyvisible", "--class", class])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// `_NET_WM_PID` of a window, if the client set it.
+    pub fn window_pid(&self, id: u64) -> Option<u32> {
+        let out = self
+            .root_command("xdotool")
+            .args(["getwindowpid", &id.to_string()])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    }
+
+    /// Moves and resizes a top-level window (there is no window manager to do it).
+    pub fn place(&self, id: u64, x: i32, y: i32, width: u32, height: u32) {
+        let w = id.to_string();
+        for args in [
+            [
+                "windowmove".to_owned(),
+                w.clone(),
+                x.to_string(),
+                y.to_string(),
+            ],
+            [
+                "windowsize".to_owned(),
+                w,
+                width.to_string(),
+                height.to_string(),
+            ],
+        ] {
+            let _ = self
+                .root_command("xdotool")
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    /// `xwininfo -id W` (for logs).
+    pub fn window_info(&self, id: u64) -> String {
+        let out = self
+            .root_command("xwininfo")
+            .args(["-id", &id.to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Saves a screenshot of the whole screen; returns its size in bytes.
+    pub fn screenshot(&self, path: &Path) -> u64 {
+        let out: Output = self
+            .root_command("import")
+            .args(["-window", "root"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "import -window root {} failed: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+impl Drop for Display {
+    fn drop(&mut self) {
+        terminate(&mut self.xvfb, Duration::from_secs(5));
+        remove_cookie(&self.xauthority, &self.name);
+        let _ = fs::remove_file(socket_path(self.number));
+        let _ = fs::remove_file(format!("/tmp/.X{}-lock", self.number));
+    }
+}
+
+fn socket_path(number: u32) -> PathBuf {
+    PathBuf::from(format!("/tmp/.X11-unix/X{number}"))
+}
+
+fn add_cookie(file: &Path, display: &str, user: &User) {
+    let mut raw = [0u8; 16];
+    fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut raw)
+        .unwrap();
+    let cookie: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let st = Command::new("xauth")
+        .arg("-f")
+        .arg(file)
+        .args(["add", display, ".", &cookie])
+        .stdout(Stdio::null())
+        .status()
+        .expect("cannot run xauth");
+    assert!(st.success(), "xauth add {display} failed");
+    common::chown(file, user.uid, user.gid);
+    fs::set_permissions(file, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn remove_cookie(file: &Path, display: &str) {
+    let _ = Command::new("xauth")
+        .arg("-f")
+        .arg(file)
+        .args(["remove", display])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A private session bus (`dbus-daemon --session`) run as the user, on a socket of its own in
+/// the user's runtime dir.
+pub struct SessionBus {
+    /// The address it printed (`unix:path=…,guid=…`).
+    pub address: String,
+    pub socket: PathBuf,
+    daemon: Child,
+}
+
+impl SessionBus {
+    /// Its stderr goes to `<artifacts>/<tag>-dbus.log`.
+    pub fn start(user: &User, tag: &str) -> SessionBus {
+        let socket = user
+            .runtime
+            .join(format!("bus-{tag}-{}", std::process::id()));
+        let _ = fs::remove_file(&socket);
+        let mut daemon = user
+            .command(
+                &[],
+                &[
+                    "dbus-daemon",
+                    "--session",
+                    &format!("--address=unix:path={}", socket.display()),
+                    "--nofork",
+                    "--print-address",
+                ],
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(common::artifacts().join(format!("{tag}-dbus.log"))).unwrap())
+            .spawn()
+            .expect("cannot start dbus-daemon");
+        let mut line = String::new();
+        BufReader::new(daemon.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line.trim().to_owned();
+        if address.is_empty() {
+            let st = daemon.wait().unwrap();
+            panic!("dbus-daemon printed no address (exit {st})");
+        }
+        assert!(
+            socket.exists(),
+            "dbus-daemon did not create {}",
+            socket.display()
+        );
+        SessionBus {
+            address,
+            socket,
+            daemon,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.daemon.id()
+    }
+}
+
+impl Drop for SessionBus {
+    fn drop(&mut self) {
+        terminate(&mut self.daemon, Duration::from_secs(5));
+        let _ = fs::remove_file(&self.socket);
+    }
+}
