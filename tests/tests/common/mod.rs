@@ -244,6 +244,20 @@ impl Env {
             .unwrap()
     }
 
+    /// `doppel ARGS` as the user, in the background, with a pipe on its standard input (for
+    /// `--passphrase-fd 0`).
+    pub fn spawn_doppel_stdin(&self, args: &[&str]) -> Child {
+        let mut argv: Vec<&OsStr> = vec![staged().doppel.as_os_str()];
+        argv.extend(args.iter().map(OsStr::new));
+        self.user
+            .command(&self.env_list(), &argv)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Any command as the user, with this test's environment, in the background.
     pub fn spawn_as_user(&self, argv: &[&str]) -> Child {
         self.user
