@@ -205,7 +205,26 @@ impl Volume {
 /// The caller's image files: (id, apparent size, bytes on disk).
 fn images(caller: Caller) -> Result<Vec<(String, u64, u64)>> {
     let dir = Path::new(STATE_DIR).join(caller.uid.to_string());
-    let Ok(rd) = fs::read_dir(&dir) else {
+    // Opened without following symlinks and read through its fd, like every other path here:
+    // a link planted at /var/lib/doppel/<uid> must not show (or hand over) another's images.
+    let fd = match sys::open_nofollow(&dir, libc::O_RDONLY | libc::O_DIRECTORY) {
+        Ok(fd) => fd,
+        Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(VolError::Failed(format!(
+                "{} is not a plain directory ({}); remove it and try again",
+                dir.display(),
+                e.source
+            )))
+        }
+    };
+    if sys::fstat(fd.as_raw_fd())?.st_uid != 0 {
+        return Err(VolError::Failed(format!(
+            "{} is not owned by root; refusing to use it",
+            dir.display()
+        )));
+    }
+    let Ok(rd) = fs::read_dir(sys::fd_path(&fd)) else {
         return Ok(Vec::new());
     };
     let mut v = Vec::new();
@@ -364,7 +383,18 @@ pub fn create(caller: Caller, id: &str, size: u64, key: &[u8], limits: &Limits) 
 fn attach_and_mount(v: &Volume, img: &File) -> Result<PathBuf> {
     let mnt = v.mountpoint();
     let _dir = v.mount_dir()?;
-    let (dev, _loop_fd) = sys::loop_attach(img)?;
+    // A loop device may still back this image: a mount namespace made while the volume was
+    // unlocked (a service's PrivateTmp, anyone's `unshare -m`) keeps its filesystem alive after
+    // a lock. Mounting that same device again shares the one live filesystem; attaching a
+    // second device would run two ext4 instances on one image and corrupt it.
+    let existing = sys::loops_backed_by(&v.image_path()).into_iter().next();
+    let (dev, _loop_fd, fresh) = match existing {
+        Some(dev) => (dev, None, false),
+        None => {
+            let (dev, fd) = sys::loop_attach(img)?;
+            (dev, Some(fd), true)
+        }
+    };
     crash_point("after-attach");
     if let Err(e) = sys::mount(
         &dev.display().to_string(),
@@ -373,7 +403,9 @@ fn attach_and_mount(v: &Volume, img: &File) -> Result<PathBuf> {
         libc::MS_NOSUID | libc::MS_NODEV,
         "errors=remount-ro",
     ) {
-        let _ = sys::loop_detach(&dev);
+        if fresh {
+            let _ = sys::loop_detach(&dev);
+        }
         return Err(e.into());
     }
     // The loop device now belongs to the mount: closing our fd lets it detach itself on unmount.
@@ -707,6 +739,18 @@ pub fn mount_overlay(caller: Caller, id: &str) -> Result<String> {
         )?;
         sys::move_mount_to_fd(&tree, &target, &v.lower_mount().display().to_string())?;
     }
+    // From here on, a refusal must not leave the lower bind behind: nothing else removes it
+    // while the overlay is not mounted (lock only looks when the overlay is).
+    let mounted = mount_merged(&v, on_volume, &upper, &work);
+    if mounted.is_err() {
+        let _ = sys::umount(&v.lower_mount(), libc::MNT_DETACH);
+    }
+    mounted
+}
+
+/// The overlay itself, on `<mount point>/home`, once the lower bind is in place.
+fn mount_merged(v: &Volume, on_volume: bool, upper: &OwnedFd, work: &OwnedFd) -> Result<String> {
+    let home_mnt = v.home_mount();
     let lower = sys::open_nofollow(&v.lower_mount(), libc::O_PATH | libc::O_DIRECTORY)?;
     // The merged directory: below the volume's root (user-owned) only through an fd, so a
     // symlink planted there cannot redirect the mount.
@@ -734,19 +778,16 @@ pub fn mount_overlay(caller: Caller, id: &str) -> Result<String> {
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
         sys::fd_path(&lower).display(),
-        sys::fd_path(&upper).display(),
-        sys::fd_path(&work).display()
+        sys::fd_path(upper).display(),
+        sys::fd_path(work).display()
     );
-    if let Err(e) = sys::mount(
+    sys::mount(
         "overlay",
         &sys::fd_path(&merged),
         "overlay",
         libc::MS_NOSUID | libc::MS_NODEV,
         &opts,
-    ) {
-        let _ = sys::umount(&v.lower_mount(), libc::MNT_DETACH);
-        return Err(e.into());
-    }
+    )?;
     Ok(home_mnt.display().to_string())
 }
 
