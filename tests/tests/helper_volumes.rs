@@ -865,14 +865,11 @@ fn locked_data_is_ciphertext_and_the_key_is_gone() {
     assert!(mounts_of(uid).is_empty() && no_loop_backs(&img));
 }
 
-/// KNOWN BUG, ignored until fixed (`cargo test … -- --ignored` reproduces it). A mount
-/// namespace made while a volume was unlocked (a service with PrivateTmp, any user's `unshare
-/// -Urm`) keeps the volume's superblock and loop device alive after Lock. The next Unlock then
-/// attaches a second loop device to the same image and mounts it again: two ext4 instances on
-/// one image. When the stale one goes, it writes its superblock over the live one's (e2fsck:
-/// "Free blocks count wrong", "Free inodes count wrong"). The helper should mount the loop
-/// device that already backs this very image (same device and inode, not just the same path),
-/// or refuse with Busy.
+/// A mount namespace made while a volume was unlocked (a service with PrivateTmp, any user's
+/// `unshare -Urm`) keeps the volume's superblock and loop device alive after Lock. The next
+/// Unlock must mount the loop device that still backs the image, not attach a second one: two
+/// ext4 instances on one image would overwrite each other's superblock (e2fsck: "Free blocks
+/// count wrong").
 #[test]
 fn unlock_never_mounts_an_image_twice() {
     const T: &str = "double-mount";
