@@ -29,11 +29,46 @@ struct Cleanup<'a> {
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         let _ = self.env.doppel(&["stop", ID, "--timeout", "10"]);
-        for c in &mut self.procs {
+        // The helper (first) goes last: deleting the profile needs it.
+        for c in self.procs.iter_mut().skip(1) {
             terminate(c, Duration::from_secs(10));
         }
         let _ = self.env.doppel(&["delete", ID, "--yes"]);
+        for c in self.procs.iter_mut().take(1) {
+            terminate(c, Duration::from_secs(10));
+        }
     }
+}
+
+/// Removes what an interrupted earlier run may have left of this user's volumes.
+fn clear_volumes(uid: u32) {
+    let run = format!("/run/doppel/{uid}");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&run))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for m in points {
+        let _ = std::process::Command::new("umount")
+            .args(["-l", m])
+            .status();
+    }
+    let state = format!("/var/lib/doppel/{uid}");
+    if let Ok(rd) = fs::read_dir("/sys/block") {
+        for e in rd.flatten() {
+            let b = fs::read_to_string(e.path().join("loop/backing_file")).unwrap_or_default();
+            if b.starts_with(&state) {
+                let dev = format!("/dev/{}", e.file_name().to_string_lossy());
+                let _ = std::process::Command::new("losetup")
+                    .args(["-d", &dev])
+                    .status();
+            }
+        }
+    }
+    let _ = fs::remove_dir_all(&state);
+    let _ = fs::remove_dir_all(&run);
 }
 
 fn helper_bin() -> std::path::PathBuf {
@@ -64,6 +99,7 @@ fn telegram_from_an_encrypted_profile_runs_beside_the_host_and_auto_locks() {
     let user = User::get("doppel-e2e-tgenc");
     let _ = fs::remove_dir_all(user.home.join(".local/share/TelegramDesktop"));
     let _ = fs::remove_dir_all(user.home.join(".local/share/doppel"));
+    clear_volumes(user.uid);
     let display = Display::start(&user, "tgenc", "1600x1000");
     let bus = SessionBus::start(&user, "tgenc");
     let sys = sysbus::SystemBus::start("tgenc");
