@@ -6,6 +6,7 @@
 
 pub mod apps;
 pub mod atomic;
+pub mod create;
 pub mod dirs;
 pub mod doctor;
 pub mod host;

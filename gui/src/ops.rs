@@ -16,9 +16,8 @@ use doppel_core::dirs::Dirs;
 use doppel_core::id::ProfileId;
 use doppel_core::instance;
 use doppel_core::monitor;
-use doppel_core::profile::{self, HomeMode, NetworkMode, Profile};
-use doppel_core::recipe::{RecipeError, RecipeSet};
-use doppel_core::resolve;
+use doppel_core::profile::{self, HomeMode, NetworkMode};
+use doppel_core::recipe::RecipeSet;
 use doppel_core::storage;
 
 use crate::model::{AppChoice, BrokenRow, ProfileRow, ProfileState, Snapshot};
@@ -263,56 +262,47 @@ pub struct Created {
 
 /// Creates a profile as `doppel create` does (slow for an encrypted one).
 pub fn create(dirs: &Dirs, req: NewProfile) -> Result<Created, String> {
-    let set = RecipeSet::load(dirs);
-    if let Err(e @ RecipeError::Parse { .. }) = set.get(&req.desktop_id) {
-        return Err(e.to_string());
-    }
-    let resolved = resolve::resolve(dirs, &set, &req.desktop_id).map_err(|e| e.to_string())?;
-    let recipe = set.get(&resolved.recipe).map_err(|e| e.to_string())?;
-    let encrypt = req.passphrase.is_some();
-    if encrypt || req.home == HomeMode::Overlay {
-        // Both need the privileged helper: find out before making anything.
-        storage::helper().map_err(|e| e.to_string())?;
-    }
     let taken: Vec<ProfileId> = profile::list(dirs)
         .map_err(|e| e.to_string())?
         .into_iter()
         .flatten()
         .map(|p| p.id)
         .collect();
-    let id =
-        crate::model::id_from_name(&req.name, &resolved.app_name, &taken).ok_or_else(|| {
-            "cannot make an id from this name; try a shorter or simpler one".to_owned()
-        })?;
-    let p = Profile {
-        name: req.name.trim().to_owned(),
-        id,
-        recipe: resolved.recipe.clone(),
-        desktop_id: resolved.desktop_id,
-        app_name: resolved.app_name,
-        command: resolved.command,
-        color: req.color,
-        home: req.home,
-        network: req.network.unwrap_or(recipe.network),
-        encrypted: encrypt,
-        auto_lock: true,
-    };
-    profile::create(dirs, &p).map_err(|e| e.to_string())?;
-    let recovery = match &req.passphrase {
-        Some(pass) => match storage::create_encrypted(dirs, &p, VOLUME_SIZE, pass.as_bytes()) {
-            Ok(key) => Some(Zeroizing::new(key.to_string())),
-            Err(e) => {
-                // Nothing half-made: the profile goes with its failed volume.
-                let _ = profile::delete(dirs, &p.id);
-                return Err(e.to_string());
-            }
+    // The app's name is only known once resolved; the id comes from the profile's name.
+    let app_name = doppel_core::apps::find(dirs, &req.desktop_id)
+        .map(|e| e.name)
+        .unwrap_or_else(|| req.desktop_id.clone());
+    let id = crate::model::id_from_name(&req.name, &app_name, &taken).ok_or_else(|| {
+        "cannot make an id from this name; try a shorter or simpler one".to_owned()
+    })?;
+    let draft = doppel_core::create::draft(
+        dirs,
+        &doppel_core::create::Request {
+            id,
+            app: req.desktop_id.clone(),
+            name: Some(req.name.trim().to_owned()),
+            color: Some(req.color.clone()),
+            home: req.home,
+            network: req.network,
+            encrypted: req.passphrase.is_some(),
+            auto_lock: true,
         },
-        None => None,
-    };
+    )
+    .map_err(|e| e.to_string())?;
+    let recovery = doppel_core::create::create(
+        dirs,
+        &draft,
+        req.passphrase
+            .as_ref()
+            .map(|pass| (VOLUME_SIZE, pass.as_bytes())),
+    )
+    .map_err(|e| e.to_string())?
+    .map(|key| Zeroizing::new(key.to_string()));
+    let p = &draft.profile;
     Ok(Created {
         label: p.label(),
-        id: p.id,
+        id: p.id.clone(),
         recovery,
-        generic: resolved.generic,
+        generic: draft.generic,
     })
 }

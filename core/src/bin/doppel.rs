@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use doppel_core::apps;
+use doppel_core::create;
 use doppel_core::dirs::Dirs;
 use doppel_core::id::ProfileId;
 use doppel_core::instance;
@@ -15,7 +16,6 @@ use doppel_core::monitor;
 use doppel_core::plan::LaunchOptions;
 use doppel_core::profile::{self, HomeMode, NetworkMode, Profile};
 use doppel_core::recipe::RecipeSet;
-use doppel_core::resolve;
 use doppel_core::storage;
 use zeroize::Zeroizing;
 
@@ -295,21 +295,7 @@ fn cmd_create(dirs: &Dirs, a: CreateArgs) -> Result<()> {
         no_auto_lock,
         passphrase_fd,
     } = a;
-    let (id, app) = (id.as_str(), app.as_str());
-    let id = parse_id(id)?;
-    let set = RecipeSet::load(dirs);
-    // A recipe of that name that does not load is reported as such, not as "no app".
-    if let Err(e @ doppel_core::recipe::RecipeError::Parse { .. }) = set.get(app) {
-        return Err(e.into());
-    }
-    let resolved = resolve::resolve(dirs, &set, app)?;
-    let recipe = set.get(&resolved.recipe)?;
-    if resolved.generic {
-        warn(&format!(
-            "warning: no recipe for {}; using the generic one (the clone may need tweaks)",
-            resolved.app_name
-        ));
-    }
+    let id = parse_id(&id)?;
     let home = match home {
         HomeArg::Private => HomeMode::Private,
         HomeArg::Overlay => HomeMode::Overlay,
@@ -319,49 +305,44 @@ fn cmd_create(dirs: &Dirs, a: CreateArgs) -> Result<()> {
     } else {
         None
     };
-    if encrypt || home == HomeMode::Overlay {
-        // Both need the privileged helper: find out before asking for anything.
-        storage::helper()?;
+    let draft = create::draft(
+        dirs,
+        &create::Request {
+            id,
+            app,
+            name,
+            color,
+            home,
+            network,
+            encrypted: encrypt,
+            auto_lock: !no_auto_lock,
+        },
+    )?;
+    let p = &draft.profile;
+    if draft.generic {
+        warn(&format!(
+            "warning: no recipe for {}; using the generic one (the clone may need tweaks)",
+            p.app_name
+        ));
     }
-    if profile::load(dirs, &id).is_ok() {
-        bail!("a profile \"{id}\" exists already; pick another id, or `doppel delete {id}` first");
-    }
-    let p = Profile {
-        name: name.unwrap_or_else(|| id.to_string()),
-        id,
-        recipe: resolved.recipe.clone(),
-        desktop_id: resolved.desktop_id,
-        app_name: resolved.app_name,
-        command: resolved.command,
-        color: color.unwrap_or_else(|| "#3584e4".into()),
-        home,
-        network: network.unwrap_or(recipe.network),
-        encrypted: encrypt,
-        auto_lock: !no_auto_lock,
-    };
-    profile::create(dirs, &p)?;
-    if let Some(size) = size {
-        let made = Secrets::new(passphrase_fd)
-            .and_then(|mut s| s.new_passphrase())
-            .and_then(|pass| {
-                eprintln!("doppel: creating the encrypted volume…");
-                Ok(storage::create_encrypted(dirs, &p, size, pass.as_bytes())?)
-            });
-        match made {
-            Ok(recovery) => {
-                println!(
-                    "Recovery key for {} (shown once; keep it somewhere safe):",
-                    p.label()
-                );
-                println!("    {recovery}");
-                println!("It opens the profile if the passphrase is forgotten: doppel unlock {} or doppel passwd {}", p.id, p.id);
-            }
-            Err(e) => {
-                // Nothing half-created: the profile goes with its failed volume.
-                let _ = profile::delete(dirs, &p.id);
-                return Err(e);
-            }
+    let recovery = match size {
+        Some(size) => {
+            let pass = Secrets::new(passphrase_fd)?.new_passphrase()?;
+            eprintln!("doppel: creating the encrypted volume…");
+            create::create(dirs, &draft, Some((size, pass.as_bytes())))?
         }
+        None => create::create(dirs, &draft, None)?,
+    };
+    if let Some(recovery) = recovery {
+        println!(
+            "Recovery key for {} (shown once; keep it somewhere safe):",
+            p.label()
+        );
+        println!("    {recovery}");
+        println!(
+            "It opens the profile if the passphrase is forgotten: doppel unlock {} or doppel passwd {}",
+            p.id, p.id
+        );
     }
     if home == HomeMode::Overlay && !encrypt {
         warn("note: the copy-on-write home keeps the clone's changes under /var/lib/doppel, unencrypted");
