@@ -512,47 +512,33 @@ fn run_prepared(
             PollTimeout::try_from(ms.min(1000) as i32).unwrap_or(PollTimeout::ZERO)
         });
         let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(0) => {
-                if kill_at.is_some_and(|t| Instant::now() >= t) {
-                    signal_all(
-                        &sandbox_processes(me, main.as_raw(), &helpers),
-                        Signal::SIGKILL,
-                    );
-                    kill_at = None;
-                }
-                if reap(
-                    main,
-                    &mut status,
-                    &mut helpers,
-                    &proxy,
-                    &mut pasta_pid,
-                    notice,
-                ) && !sandbox_alive(me, main.as_raw(), &helpers)
-                {
-                    break;
-                }
-                continue;
-            }
-            Ok(_) => {}
-            Err(nix::Error::EINTR) => continue,
+        let ready = match poll(&mut fds, timeout) {
+            Ok(n) => n > 0,
+            Err(nix::Error::EINTR) => false,
             Err(e) => {
                 notice(&format!("warning: poll: {e}"));
                 std::thread::sleep(Duration::from_millis(100));
+                false
             }
-        }
-        let Ok(Some(info)) = sfd.read_signal() else {
-            continue;
         };
-        match Signal::try_from(info.ssi_signo as i32) {
-            Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => {
-                let sig = Signal::try_from(info.ssi_signo as i32).unwrap_or(Signal::SIGTERM);
-                signal_all(&sandbox_processes(me, main.as_raw(), &helpers), sig);
-                kill_at.get_or_insert(Instant::now() + GRACE);
+        if kill_at.is_some_and(|t| Instant::now() >= t) {
+            signal_all(
+                &sandbox_processes(me, main.as_raw(), &helpers),
+                Signal::SIGKILL,
+            );
+            kill_at = None;
+        }
+        if ready {
+            // SIGCHLD is handled just below; SIGHUP means the terminal went away, and the app
+            // is not tied to it, nor are we.
+            if let Ok(Some(info)) = sfd.read_signal() {
+                if let Ok(sig @ (Signal::SIGTERM | Signal::SIGINT)) =
+                    Signal::try_from(info.ssi_signo as i32)
+                {
+                    signal_all(&sandbox_processes(me, main.as_raw(), &helpers), sig);
+                    kill_at.get_or_insert(Instant::now() + GRACE);
+                }
             }
-            // SIGCHLD is handled just below; SIGHUP means the terminal went away, and the
-            // app is not tied to it, nor are we.
-            _ => {}
         }
         if reap(
             main,
