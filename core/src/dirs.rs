@@ -1,7 +1,7 @@
 //! Where Doppel keeps things, following the XDG base directory specification.
 
 use std::env;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::id::ProfileId;
 
@@ -99,9 +99,4 @@ impl Dirs {
         };
         p.is_absolute().then_some(p)
     }
-}
-
-/// Whether `p` lies at or below `base`, comparing whole components.
-pub fn is_within(p: &Path, base: &Path) -> bool {
-    p.starts_with(base)
 }

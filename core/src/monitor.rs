@@ -429,17 +429,9 @@ fn run_prepared(
     plan: &SandboxPlan,
     notice: &mut dyn FnMut(&str),
 ) -> Result<i32, RunError> {
-    // Signals arrive through a signalfd so the loop below sees them in order with child exits.
-    let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-    ] {
-        mask.add(s);
-    }
-    mask.thread_block().map_err(sys("sigprocmask"))?;
+    // Signals arrive through a signalfd so the loop below sees them in order with child exits
+    // (run() has blocked them already).
+    let mask = monitor_signals();
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).map_err(sys("signalfd"))?;
     // Processes the app leaves behind become our children, so none escapes the clean-up.
     // SAFETY: prctl with integer arguments only.

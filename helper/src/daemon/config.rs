@@ -38,18 +38,7 @@ enum Size {
     Text(String),
 }
 
-/// Parses "64M", "8G", "1T", "4096" (binary units).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last()? {
-        'K' | 'k' => (&s[..s.len() - 1], 1u64 << 10),
-        'M' | 'm' => (&s[..s.len() - 1], 1 << 20),
-        'G' | 'g' => (&s[..s.len() - 1], 1 << 30),
-        'T' | 't' => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    num.trim().parse::<u64>().ok()?.checked_mul(mult)
-}
+pub use doppel_helper::wire::parse_size;
 
 impl Size {
     fn bytes(&self, key: &str) -> Result<u64, String> {

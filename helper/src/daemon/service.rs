@@ -130,8 +130,14 @@ impl Helper {
                  Doppel from an active desktop session",
                 describe(method)
             ))),
+            Verdict::Unavailable(e) if e.contains("not registered") => {
+                Err(HelperError::NotAuthorized(format!(
+                    "polkit does not know the action {action}: install Doppel's polkit policy \
+                     (org.doppel.policy in /usr/share/polkit-1/actions/) ({e})"
+                )))
+            }
             Verdict::Unavailable(e) => Err(HelperError::NotAuthorized(format!(
-                "polkit could not be asked ({e}); is polkitd running?"
+                "polkit could not be asked ({e}); is polkitd running? (systemctl status polkit)"
             ))),
         }
     }
