@@ -15,8 +15,8 @@ use crate::window::Ui;
 /// The application id (also the D-Bus name of the running instance).
 pub const APP_ID: &str = "org.doppel.Doppel";
 
-/// Runs the application; returns its exit code.
-pub fn run(dirs: Dirs) -> glib::ExitCode {
+/// Builds the application; `run` it to show the window.
+pub fn application(dirs: Dirs) -> adw::Application {
     let app = adw::Application::builder().application_id(APP_ID).build();
     app.connect_startup(|_| load_css());
     let ui: Rc<RefCell<Option<Rc<Ui>>>> = Rc::default();
@@ -31,8 +31,7 @@ pub fn run(dirs: Dirs) -> glib::ExitCode {
         new.window.present();
         *ui.borrow_mut() = Some(new);
     });
-    // GTK parses its own options; the window takes none.
-    app.run_with_args::<&str>(&[])
+    app
 }
 
 /// The few styles libadwaita has no class for: the ring around the chosen colour.

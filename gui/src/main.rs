@@ -1,13 +1,8 @@
-//! doppel-gui: Doppel's GTK4/libadwaita window. A thin front end over doppel-core: it shows what
-//! core reports and asks core (or the `doppel` CLI, for launches) to act.
-
-mod app;
-mod dialogs;
-mod model;
-mod ops;
-mod window;
+//! doppel-gui: Doppel's window (see the library for everything it does).
 
 use std::process::ExitCode;
+
+use adw::prelude::*;
 
 fn main() -> ExitCode {
     let dirs = match doppel_core::dirs::Dirs::from_env() {
@@ -17,6 +12,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = app::run(dirs);
+    let app = doppel_gui::application(dirs);
+    // GTK parses its own options; the window takes none.
+    let code = app.run_with_args::<&str>(&[]);
     ExitCode::from(u8::try_from(code.value()).unwrap_or(1))
 }

@@ -35,6 +35,7 @@ pub struct Ui {
     shown: RefCell<Option<Snapshot>>,
     icons: RefCell<IconCache>,
     failures: LaunchFailures,
+    watchers: RefCell<Vec<Box<dyn Fn(&Snapshot)>>>,
 }
 
 impl Ui {
@@ -131,6 +132,7 @@ impl Ui {
             shown: RefCell::default(),
             icons: RefCell::default(),
             failures: LaunchFailures::default(),
+            watchers: RefCell::default(),
         })
     }
 
@@ -312,7 +314,19 @@ impl Ui {
             return;
         }
         self.render(&snap);
+        for f in self.watchers.borrow().iter() {
+            f(&snap);
+        }
         *self.shown.borrow_mut() = Some(snap);
+    }
+
+    /// Calls `f` with every new state the window shows (and at once with the current one):
+    /// how the tray follows the window without reading core on its own.
+    pub fn connect_snapshot(&self, f: Box<dyn Fn(&Snapshot)>) {
+        if let Some(snap) = self.shown.borrow().as_ref() {
+            f(snap);
+        }
+        self.watchers.borrow_mut().push(f);
     }
 
     fn render(&self, snap: &Snapshot) {
