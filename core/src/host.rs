@@ -158,12 +158,7 @@ impl HostFacts {
             p.exists().then_some((w, p))
         });
         let exists = |p: PathBuf| p.exists().then_some(p);
-        let user_dirs = fs::read_to_string(dirs.config_home.join("user-dirs.dirs")).ok();
-        let downloads = user_dirs
-            .as_deref()
-            .and_then(|t| parse_user_dir(t, "XDG_DOWNLOAD_DIR", &home))
-            .or_else(|| Some(home.join("Downloads")))
-            .filter(|p| p.is_dir());
+        let downloads = downloads_dir(dirs);
         let home_shares = HOME_SHARES
             .iter()
             .filter_map(|rel| {
@@ -201,6 +196,16 @@ impl HostFacts {
             run_doppel: Path::new(RUN_DOPPEL).is_dir(),
         })
     }
+}
+
+/// The person's Downloads folder (XDG user dir, else `~/Downloads`), when it exists.
+pub fn downloads_dir(dirs: &Dirs) -> Option<PathBuf> {
+    let user_dirs = fs::read_to_string(dirs.config_home.join("user-dirs.dirs")).ok();
+    user_dirs
+        .as_deref()
+        .and_then(|t| parse_user_dir(t, "XDG_DOWNLOAD_DIR", &dirs.home))
+        .or_else(|| Some(dirs.home.join("Downloads")))
+        .filter(|p| p.is_dir())
 }
 
 #[cfg(test)]

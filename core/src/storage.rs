@@ -54,6 +54,14 @@ fn uid() -> u32 {
     nix::unistd::getuid().as_raw()
 }
 
+/// `/var/lib/doppel/<uid>/<id>.img`: the image of the profile's encrypted volume (root's; its
+/// size can be read, not its contents).
+pub fn image_path(profile: &Profile) -> PathBuf {
+    Path::new(doppel_helper::wire::STATE_DIR)
+        .join(uid().to_string())
+        .join(format!("{}.img", profile.id))
+}
+
 /// `/run/doppel/<uid>/<id>`: where the helper mounts the profile's volume.
 pub fn volume_dir(profile: &Profile) -> PathBuf {
     Path::new(RUN_DIR)

@@ -443,8 +443,7 @@ fn cmd_delete(dirs: &Dirs, id: &str, yes: bool) -> Result<()> {
             return Ok(());
         }
     }
-    storage::destroy(&p)?;
-    profile::delete(dirs, &id)?;
+    doppel_core::manage::delete(dirs, &id)?;
     println!("deleted {id}");
     Ok(())
 }
