@@ -465,3 +465,342 @@ mod tests {
         assert_eq!(form_problem(true, "Work", true, "ab", "ab"), None);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The tray menu: what the tray icon's menu lists for a snapshot, as plain data (tray.rs turns it
+// into dbusmenu items). Each profile gets a section, a heading with its name and state followed
+// by its actions, so that switching accounts is one click once the menu is open.
+
+/// Longest heading in the tray menu; longer ones (an error, say) are cut with "…".
+const TRAY_HEADING_MAX: usize = 80;
+
+/// What a tray menu item asks the application to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrayCommand {
+    /// The app action to activate, without `app.` ("launch", "lock-all", "quit"); `None` only
+    /// shows the window.
+    pub action: Option<&'static str>,
+    /// The profile id the action takes as its parameter.
+    pub profile: Option<ProfileId>,
+    /// Show the window first: the action opens a dialog on it, or showing it is the point.
+    pub show_window: bool,
+}
+
+impl TrayCommand {
+    fn app(action: &'static str) -> Self {
+        TrayCommand {
+            action: Some(action),
+            profile: None,
+            show_window: false,
+        }
+    }
+
+    fn profile(action: &'static str, id: &ProfileId, show_window: bool) -> Self {
+        TrayCommand {
+            action: Some(action),
+            profile: Some(id.clone()),
+            show_window,
+        }
+    }
+
+    /// Shows the window (the tray icon's left click, and "Open Doppel").
+    pub fn open_window() -> Self {
+        TrayCommand {
+            action: None,
+            profile: None,
+            show_window: true,
+        }
+    }
+}
+
+/// One line of the tray menu.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrayEntry {
+    /// Text that does nothing when clicked: a profile's name and state, or a problem.
+    Heading(String),
+    /// Something to click.
+    Item {
+        label: String,
+        command: TrayCommand,
+        enabled: bool,
+    },
+    Separator,
+}
+
+/// The tray icon's menu and tooltip for one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TrayMenu {
+    pub entries: Vec<TrayEntry>,
+    /// "2 profiles running".
+    pub tooltip: String,
+}
+
+impl TrayMenu {
+    /// The menu for `snap`: a section per profile, then "Lock All", "Open Doppel" and "Quit".
+    pub fn from_snapshot(snap: &Snapshot) -> Self {
+        let mut entries = Vec::new();
+        let heading = |text: String| {
+            let text = if text.chars().count() > TRAY_HEADING_MAX {
+                let cut: String = text.chars().take(TRAY_HEADING_MAX - 1).collect();
+                format!("{}…", cut.trim_end())
+            } else {
+                text
+            };
+            TrayEntry::Heading(text)
+        };
+        if let Some(e) = &snap.error {
+            entries.push(heading(format!("Cannot read the profiles: {e}")));
+        } else if snap.is_empty() {
+            entries.push(heading("No profiles yet".to_owned()));
+        }
+        for (n, r) in snap.rows.iter().enumerate() {
+            if n > 0 {
+                entries.push(TrayEntry::Separator);
+            }
+            let state = if r.busy { "Working…" } else { &r.subtitle };
+            entries.push(heading(format!("{} — {state}", r.title)));
+            // Launching a locked profile asks for its passphrase first, on the window.
+            let locked = r.lock == Some(LockAction::Unlock);
+            let mut item = |label: &str, command: TrayCommand| {
+                entries.push(TrayEntry::Item {
+                    label: label.to_owned(),
+                    command,
+                    enabled: !r.busy,
+                });
+            };
+            match r.primary {
+                Some(PrimaryAction::Launch) if locked => {
+                    item("Launch…", TrayCommand::profile("launch", &r.id, true));
+                }
+                Some(PrimaryAction::Launch) => {
+                    item("Launch", TrayCommand::profile("launch", &r.id, false));
+                }
+                Some(PrimaryAction::Stop) => {
+                    item("Stop", TrayCommand::profile("stop", &r.id, false));
+                }
+                None => {}
+            }
+            match r.lock {
+                Some(LockAction::Lock) => item("Lock", TrayCommand::profile("lock", &r.id, false)),
+                Some(LockAction::Unlock) => {
+                    item("Unlock…", TrayCommand::profile("unlock", &r.id, true));
+                }
+                None => {}
+            }
+        }
+        match snap.broken.len() {
+            0 => {}
+            1 => entries.push(heading(
+                "1 profile cannot be read: open Doppel for details".to_owned(),
+            )),
+            n => entries.push(heading(format!(
+                "{n} profiles cannot be read: open Doppel for details"
+            ))),
+        }
+        entries.push(TrayEntry::Separator);
+        entries.push(TrayEntry::Item {
+            label: "Lock All".to_owned(),
+            command: TrayCommand::app("lock-all"),
+            enabled: snap.rows.iter().any(|r| r.lock == Some(LockAction::Lock)),
+        });
+        entries.push(TrayEntry::Item {
+            label: "Open Doppel".to_owned(),
+            command: TrayCommand::open_window(),
+            enabled: true,
+        });
+        entries.push(TrayEntry::Separator);
+        entries.push(TrayEntry::Item {
+            label: "Quit".to_owned(),
+            command: TrayCommand::app("quit"),
+            enabled: true,
+        });
+        let running = snap
+            .rows
+            .iter()
+            .filter(|r| r.primary == Some(PrimaryAction::Stop))
+            .count();
+        let tooltip = match running {
+            0 => "No profile running".to_owned(),
+            1 => "1 profile running".to_owned(),
+            n => format!("{n} profiles running"),
+        };
+        TrayMenu { entries, tooltip }
+    }
+}
+
+#[cfg(test)]
+mod tray_menu_tests {
+    use super::*;
+
+    fn row(
+        id: &str,
+        subtitle: &str,
+        primary: Option<PrimaryAction>,
+        lock: Option<LockAction>,
+    ) -> ProfileRow {
+        ProfileRow {
+            id: ProfileId::parse(id).unwrap(),
+            title: format!("Telegram Desktop ({id})"),
+            subtitle: subtitle.into(),
+            color: "#3584e4".into(),
+            icon: FALLBACK_ICON.into(),
+            primary,
+            lock,
+            busy: false,
+        }
+    }
+
+    /// The clickable items as (label, action, profile, enabled).
+    fn items(m: &TrayMenu) -> Vec<(String, Option<&'static str>, Option<String>, bool)> {
+        m.entries
+            .iter()
+            .filter_map(|e| match e {
+                TrayEntry::Item {
+                    label,
+                    command,
+                    enabled,
+                } => Some((
+                    label.clone(),
+                    command.action,
+                    command.profile.as_ref().map(|p| p.as_str().to_owned()),
+                    *enabled,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn headings(m: &TrayMenu) -> Vec<&str> {
+        m.entries
+            .iter()
+            .filter_map(|e| match e {
+                TrayEntry::Heading(h) => Some(h.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_profile_has_a_heading_with_its_state_and_its_actions() {
+        let snap = Snapshot {
+            rows: vec![
+                row("work", "Running", Some(PrimaryAction::Stop), None),
+                row(
+                    "home",
+                    "Stopped · unlocked",
+                    Some(PrimaryAction::Launch),
+                    Some(LockAction::Lock),
+                ),
+                row(
+                    "vault",
+                    "Locked",
+                    Some(PrimaryAction::Launch),
+                    Some(LockAction::Unlock),
+                ),
+            ],
+            ..Snapshot::default()
+        };
+        let m = TrayMenu::from_snapshot(&snap);
+        assert_eq!(
+            headings(&m),
+            [
+                "Telegram Desktop (work) — Running",
+                "Telegram Desktop (home) — Stopped · unlocked",
+                "Telegram Desktop (vault) — Locked",
+            ]
+        );
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            items(&m),
+            [
+                ("Stop".into(), Some("stop"), s("work"), true),
+                ("Launch".into(), Some("launch"), s("home"), true),
+                ("Lock".into(), Some("lock"), s("home"), true),
+                ("Launch…".into(), Some("launch"), s("vault"), true),
+                ("Unlock…".into(), Some("unlock"), s("vault"), true),
+                ("Lock All".into(), Some("lock-all"), None, true),
+                ("Open Doppel".into(), None, None, true),
+                ("Quit".into(), Some("quit"), None, true),
+            ]
+        );
+        assert_eq!(m.tooltip, "1 profile running");
+        // Whatever asks for a passphrase shows the window its dialog sits on.
+        let shows: Vec<bool> = m
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                TrayEntry::Item { command, .. } => Some(command.show_window),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(shows, [false, false, false, true, true, false, true, false]);
+        // Sections are apart: a separator before each heading but the first.
+        let first = m
+            .entries
+            .iter()
+            .position(|e| matches!(e, TrayEntry::Heading(h) if h.contains("(home)")))
+            .unwrap();
+        assert_eq!(m.entries[first - 1], TrayEntry::Separator);
+    }
+
+    #[test]
+    fn a_busy_profile_offers_nothing_until_done() {
+        let mut r = row("work", "Stopped", Some(PrimaryAction::Launch), None);
+        r.busy = true;
+        let m = TrayMenu::from_snapshot(&Snapshot {
+            rows: vec![r],
+            ..Snapshot::default()
+        });
+        assert_eq!(headings(&m), ["Telegram Desktop (work) — Working…"]);
+        assert_eq!(
+            items(&m)[0],
+            ("Launch".into(), Some("launch"), Some("work".into()), false)
+        );
+    }
+
+    #[test]
+    fn lock_all_is_offered_only_when_something_can_be_locked() {
+        let m = TrayMenu::from_snapshot(&Snapshot {
+            rows: vec![row("work", "Stopped", Some(PrimaryAction::Launch), None)],
+            ..Snapshot::default()
+        });
+        let lock_all = items(&m).into_iter().find(|i| i.0 == "Lock All").unwrap();
+        assert!(!lock_all.3);
+        assert_eq!(m.tooltip, "No profile running");
+    }
+
+    #[test]
+    fn problems_and_the_empty_state_are_said_in_the_menu() {
+        let empty = TrayMenu::from_snapshot(&Snapshot::default());
+        assert_eq!(headings(&empty), ["No profiles yet"]);
+        assert_eq!(items(&empty).len(), 3, "Lock All, Open Doppel, Quit");
+
+        let long = "x".repeat(500);
+        let err = TrayMenu::from_snapshot(&Snapshot {
+            error: Some(long),
+            ..Snapshot::default()
+        });
+        let h = headings(&err)[0];
+        assert!(h.starts_with("Cannot read the profiles: "), "{h}");
+        assert!(
+            h.ends_with('…') && h.chars().count() <= TRAY_HEADING_MAX,
+            "{h}"
+        );
+
+        let broken = TrayMenu::from_snapshot(&Snapshot {
+            broken: vec![
+                BrokenRow {
+                    message: "a".into(),
+                },
+                BrokenRow {
+                    message: "b".into(),
+                },
+            ],
+            ..Snapshot::default()
+        });
+        assert_eq!(
+            headings(&broken),
+            ["2 profiles cannot be read: open Doppel for details"]
+        );
+    }
+}
