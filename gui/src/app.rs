@@ -27,6 +27,8 @@ pub fn application(dirs: Dirs) -> adw::Application {
         }
         let new = Ui::new(app, dirs.clone());
         install_actions(app, &new);
+        // The tray icon and close-to-tray (tray.rs): its menu activates the actions above.
+        crate::tray::install(app, &new);
         new.start_refresh();
         new.window.present();
         *ui.borrow_mut() = Some(new);
@@ -116,4 +118,6 @@ fn install_actions(app: &adw::Application, ui: &Rc<Ui>) {
 
     app.set_accels_for_action("app.new-profile", &["<Control>n"]);
     app.set_accels_for_action("app.quit", &["<Control>q"]);
+    // Closing the window (with the tray, it goes to the tray).
+    app.set_accels_for_action("window.close", &["<Control>w"]);
 }

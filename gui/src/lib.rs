@@ -8,6 +8,7 @@ pub mod app;
 mod dialogs;
 pub mod model;
 mod ops;
+mod tray;
 pub mod window;
 
 pub use app::{application, APP_ID};
