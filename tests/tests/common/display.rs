@@ -233,6 +233,15 @@ fn remove_cookie(file: &Path, display: &str) {
         .status();
 }
 
+/// The session bus's configuration plus one rule: root may connect.
+const ROOT_TOO_CONFIG: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <include>/usr/share/dbus-1/session.conf</include>
+  <policy context="default"><allow user="root"/></policy>
+</busconfig>
+"#;
+
 /// A private session bus (`dbus-daemon --session`) run as the user, on a socket of its own in
 /// the user's runtime dir.
 pub struct SessionBus {
@@ -245,16 +254,32 @@ pub struct SessionBus {
 impl SessionBus {
     /// Its stderr goes to `<artifacts>/<tag>-dbus.log`.
     pub fn start(user: &User, tag: &str) -> SessionBus {
-        let socket = user
-            .runtime
-            .join(format!("bus-{tag}-{}", std::process::id()));
+        Self::start_with(user, tag, "--session".to_owned())
+    }
+
+    /// As [`SessionBus::start`], but root (the test) may connect too, to play a desktop
+    /// service such as a tray host; a session bus lets in only its own user by default.
+    pub fn start_allowing_root(user: &User, tag: &str) -> SessionBus {
+        let config = Self::socket_path(user, tag).with_extension("conf");
+        fs::write(&config, ROOT_TOO_CONFIG).unwrap();
+        common::chown(&config, user.uid, user.gid);
+        Self::start_with(user, tag, format!("--config-file={}", config.display()))
+    }
+
+    fn socket_path(user: &User, tag: &str) -> PathBuf {
+        user.runtime
+            .join(format!("bus-{tag}-{}", std::process::id()))
+    }
+
+    fn start_with(user: &User, tag: &str, config: String) -> SessionBus {
+        let socket = Self::socket_path(user, tag);
         let _ = fs::remove_file(&socket);
         let mut daemon = user
             .command(
                 &[],
                 &[
                     "dbus-daemon",
-                    "--session",
+                    &config,
                     &format!("--address=unix:path={}", socket.display()),
                     "--nofork",
                     "--print-address",
@@ -295,5 +320,6 @@ impl Drop for SessionBus {
     fn drop(&mut self) {
         terminate(&mut self.daemon, Duration::from_secs(5));
         let _ = fs::remove_file(&self.socket);
+        let _ = fs::remove_file(self.socket.with_extension("conf"));
     }
 }
