@@ -18,7 +18,6 @@ pub const APP_ID: &str = "org.doppel.Doppel";
 /// Builds the application; `run` it to show the window.
 pub fn application(dirs: Dirs) -> adw::Application {
     let app = adw::Application::builder().application_id(APP_ID).build();
-    app.connect_startup(|_| load_css());
     let ui: Rc<RefCell<Option<Rc<Ui>>>> = Rc::default();
     app.connect_activate(move |app| {
         if let Some(ui) = ui.borrow().as_ref() {
@@ -34,24 +33,6 @@ pub fn application(dirs: Dirs) -> adw::Application {
         *ui.borrow_mut() = Some(new);
     });
     app
-}
-
-/// The few styles libadwaita has no class for: the ring around the chosen colour.
-const CSS: &str = "
-button.color-choice { padding: 3px; min-width: 0; min-height: 0; }
-button.color-choice:checked { background: none; box-shadow: inset 0 0 0 2px @accent_bg_color; }
-";
-
-fn load_css() {
-    let provider = gtk::CssProvider::new();
-    provider.load_from_data(CSS);
-    if let Some(display) = gtk::gdk::Display::default() {
-        gtk::style_context_add_provider_for_display(
-            &display,
-            &provider,
-            gtk::STYLE_PROVIDER_PRIORITY_APPLICATION,
-        );
-    }
 }
 
 /// The profile id in an action's parameter, if it is one.
@@ -115,9 +96,55 @@ fn install_actions(app: &adw::Application, ui: &Rc<Ui>) {
     per_profile("stop", |ui, id| ui.stop(id));
     per_profile("lock", |ui, id| ui.lock(id));
     per_profile("unlock", |ui, id| crate::dialogs::unlock(ui, id, false));
+    per_profile("open-profile", |ui, id| ui.open_profile(id));
+    per_profile("change-passphrase", crate::dialogs::change_passphrase);
+    per_profile("delete", crate::dialogs::delete);
+
+    {
+        let ui = Rc::downgrade(ui);
+        plain(
+            "about",
+            Box::new(move || {
+                if let Some(ui) = ui.upgrade() {
+                    about(&ui);
+                }
+            }),
+        );
+    }
+    // Back from a profile's page to the list: the window's own action.
+    {
+        let a = gio::SimpleAction::new("show-list", None);
+        let weak = Rc::downgrade(ui);
+        a.connect_activate(move |_, _| {
+            if let Some(ui) = weak.upgrade() {
+                ui.show_list();
+            }
+        });
+        ui.window.add_action(&a);
+    }
+    app.set_accels_for_action("win.show-list", &["<Alt>Left", "Escape"]);
+    app.set_accels_for_action("app.lock-all", &["<Control>l"]);
 
     app.set_accels_for_action("app.new-profile", &["<Control>n"]);
     app.set_accels_for_action("app.quit", &["<Control>q"]);
     // Closing the window (with the tray, it goes to the tray).
     app.set_accels_for_action("window.close", &["<Control>w"]);
+}
+
+/// The About window.
+fn about(ui: &Ui) {
+    let about = adw::AboutWindow::builder()
+        .application_name("Doppel")
+        .application_icon(APP_ID)
+        .developer_name("The Doppel developers")
+        .version(env!("CARGO_PKG_VERSION"))
+        .license_type(gtk::License::Gpl30)
+        .comments(
+            "Run a second account of a desktop app side by side with the first, \
+             each in a sandbox of its own.",
+        )
+        .transient_for(&ui.window)
+        .modal(true)
+        .build();
+    about.present();
 }

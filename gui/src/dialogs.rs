@@ -132,12 +132,15 @@ impl Form {
 pub fn new_profile(ui: &Rc<Ui>) {
     let win = modal(ui, "New Profile", 560, 720);
     let (header, create, spinner) = dialog_header("New Profile", "Create");
+    create.set_widget_name("create-button");
 
     // The app: a searchable list, apps with a recipe first.
     let search = gtk::SearchEntry::builder()
+        .name("app-search")
         .placeholder_text("Search apps")
         .build();
     let apps = gtk::ListBox::builder()
+        .name("app-list")
         .selection_mode(gtk::SelectionMode::Single)
         .css_classes(["boxed-list"])
         .valign(gtk::Align::Start)
@@ -163,7 +166,10 @@ pub fn new_profile(ui: &Rc<Ui>) {
     app_group.add(&app_box);
 
     // The profile.
-    let name = adw::EntryRow::builder().title("Name").build();
+    let name = adw::EntryRow::builder()
+        .name("name-row")
+        .title("Name")
+        .build();
     let colors = gtk::Box::new(gtk::Orientation::Horizontal, 2);
     colors.set_valign(gtk::Align::Center);
     let color_row = adw::ActionRow::builder().title("Colour").build();
@@ -174,6 +180,7 @@ pub fn new_profile(ui: &Rc<Ui>) {
         .model(&gtk::StringList::new(&["Private", "Copy-on-write"]))
         .build();
     let network = adw::ComboRow::builder()
+        .name("network-row")
         .title("Network")
         .model(&gtk::StringList::new(&[
             "App default",
@@ -500,6 +507,7 @@ pub fn unlock(ui: &Rc<Ui>, id: &ProfileId, launch: bool) {
     let label = ops::label(&ui.dirs, id);
     let win = modal(ui, "Unlock Profile", 420, -1);
     let (header, ok, spinner) = dialog_header("Unlock Profile", "Unlock");
+    ok.set_widget_name("unlock-button");
     let intro = gtk::Label::builder()
         .label(format!(
             "Enter the passphrase of {label}, or its recovery key."
@@ -508,6 +516,7 @@ pub fn unlock(ui: &Rc<Ui>, id: &ProfileId, launch: bool) {
         .xalign(0.0)
         .build();
     let entry = gtk::PasswordEntry::builder()
+        .name("passphrase-entry")
         .show_peek_icon(true)
         .activates_default(true)
         .build();
@@ -588,4 +597,189 @@ pub fn unlock(ui: &Rc<Ui>, id: &ProfileId, launch: bool) {
     });
     win.present();
     entry.grab_focus();
+}
+
+/// Asks for the current passphrase (or recovery key) of `id` and a new one, twice.
+pub fn change_passphrase(ui: &Rc<Ui>, id: &ProfileId) {
+    let label = ops::label(&ui.dirs, id);
+    let win = modal(ui, "Change Passphrase", 460, -1);
+    let (header, ok, spinner) = dialog_header("Change Passphrase", "Change");
+    let intro = gtk::Label::builder()
+        .label(format!(
+            "The new passphrase opens {label} from now on; its recovery key keeps working."
+        ))
+        .wrap(true)
+        .xalign(0.0)
+        .build();
+    let old = adw::PasswordEntryRow::builder()
+        .title("Current Passphrase or Recovery Key")
+        .build();
+    let new = adw::PasswordEntryRow::builder()
+        .title("New Passphrase")
+        .build();
+    let repeat = adw::PasswordEntryRow::builder()
+        .title("Repeat New Passphrase")
+        .build();
+    let strength = adw::ActionRow::builder()
+        .title(Strength::Empty.hint())
+        .css_classes(["dim-label"])
+        .build();
+    let group = adw::PreferencesGroup::new();
+    for row in [
+        old.upcast_ref::<gtk::Widget>(),
+        new.upcast_ref(),
+        repeat.upcast_ref(),
+    ] {
+        group.add(row);
+    }
+    group.add(&strength);
+    let problem = gtk::Label::builder()
+        .wrap(true)
+        .xalign(0.0)
+        .css_classes(["dim-label"])
+        .build();
+    let content = gtk::Box::builder()
+        .orientation(gtk::Orientation::Vertical)
+        .spacing(18)
+        .margin_top(18)
+        .margin_bottom(24)
+        .margin_start(24)
+        .margin_end(24)
+        .build();
+    content.append(&intro);
+    content.append(&group);
+    content.append(&problem);
+    let outer = gtk::Box::new(gtk::Orientation::Vertical, 0);
+    outer.append(&header);
+    outer.append(&content);
+    win.set_content(Some(&outer));
+
+    let check = {
+        let (old, new, repeat, ok, strength, problem) = (
+            old.clone(),
+            new.clone(),
+            repeat.clone(),
+            ok.clone(),
+            strength.clone(),
+            problem.clone(),
+        );
+        move || {
+            strength.set_title(Strength::of(&new.text()).hint());
+            let p = model::passphrase_problem(&new.text(), &repeat.text()).or_else(|| {
+                old.text()
+                    .is_empty()
+                    .then_some("Enter the current passphrase")
+            });
+            problem.remove_css_class("error");
+            problem.set_label(p.unwrap_or(""));
+            ok.set_sensitive(p.is_none());
+        }
+    };
+    for e in [&old, &new, &repeat] {
+        let c = check.clone();
+        e.connect_changed(move |_| c());
+    }
+    check();
+
+    let id = id.clone();
+    let ui = Rc::clone(ui);
+    let w = win.clone();
+    ok.connect_clicked(move |ok| {
+        let (o, n) = (
+            Zeroizing::new(old.text().to_string()),
+            Zeroizing::new(new.text().to_string()),
+        );
+        ok.set_sensitive(false);
+        content.set_sensitive(false);
+        spinner.set_spinning(true);
+        let (dirs, owned) = (ui.dirs.clone(), id.clone());
+        let (u, w, ok, content, spinner, problem) = (
+            Rc::clone(&ui),
+            w.clone(),
+            ok.clone(),
+            content.clone(),
+            spinner.clone(),
+            problem.clone(),
+        );
+        ui.spawn(
+            move || ops::passwd(&dirs, &owned, &o, &n),
+            move |r| {
+                spinner.set_spinning(false);
+                match r {
+                    Ok(()) => {
+                        w.close();
+                        u.toast("Passphrase changed");
+                    }
+                    Err(e) => {
+                        problem.set_label(&e);
+                        problem.add_css_class("error");
+                        content.set_sensitive(true);
+                        ok.set_sensitive(true);
+                    }
+                }
+            },
+        );
+    });
+    win.present();
+}
+
+/// Asks before deleting `id`, naming what goes, then deletes it.
+pub fn delete(ui: &Rc<Ui>, id: &ProfileId) {
+    let p = match ops::profile(&ui.dirs, id) {
+        Ok(p) => p,
+        Err(e) => return ui.toast(&e),
+    };
+    let label = p.label();
+    let mut gone = vec![format!(
+        "its home folder and settings in {}",
+        ui.dirs.profile_data(id).display()
+    )];
+    if p.encrypted {
+        gone.push("its encrypted volume (the passphrase and recovery key stop mattering)".into());
+    }
+    if p.home == HomeMode::Overlay {
+        gone.push(
+            "every file it created or changed over your home (copy out what you need first)".into(),
+        );
+    }
+    let body = format!(
+        "This deletes {}. It cannot be undone. Your own home folder and your Downloads are kept.",
+        gone.join("; ")
+    );
+    let dialog = adw::MessageDialog::builder()
+        .heading(format!("Delete {label}?"))
+        .body(body)
+        .modal(true)
+        .transient_for(&ui.window)
+        .build();
+    dialog.add_response("cancel", "_Cancel");
+    dialog.add_response("delete", "_Delete");
+    dialog.set_response_appearance("delete", adw::ResponseAppearance::Destructive);
+    dialog.set_default_response(Some("cancel"));
+    dialog.set_close_response("cancel");
+    let ui = Rc::clone(ui);
+    let id = id.clone();
+    dialog.connect_response(None, move |_, response| {
+        if response != "delete" {
+            return;
+        }
+        ui.set_busy(&id, true);
+        let (dirs, owned) = (ui.dirs.clone(), id.clone());
+        let (u, id, label) = (Rc::clone(&ui), id.clone(), label.clone());
+        ui.spawn(
+            move || ops::delete(&dirs, &owned),
+            move |r| {
+                u.set_busy(&id, false);
+                match r {
+                    Ok(()) => {
+                        u.show_list();
+                        u.toast(&format!("Deleted {label}"));
+                    }
+                    Err(e) => u.toast(&e),
+                }
+                u.refresh();
+            },
+        );
+    });
+    dialog.present();
 }

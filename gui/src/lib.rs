@@ -8,7 +8,19 @@ pub mod app;
 mod dialogs;
 pub mod model;
 mod ops;
+mod page;
 mod tray;
 pub mod window;
 
-pub use app::{application, APP_ID};
+pub use app::APP_ID;
+
+use gtk::gio;
+
+/// Builds the application; `run` it to show the window.
+pub fn application(dirs: doppel_core::dirs::Dirs) -> adw::Application {
+    // The templates and styles compiled in by build.rs; the window cannot be built without them.
+    if let Err(e) = gio::resources_register_include!("doppel.gresource") {
+        eprintln!("doppel-gui: cannot load the window's resources ({e}); reinstall Doppel");
+    }
+    app::application(dirs)
+}

@@ -58,11 +58,31 @@ pub enum PrimaryAction {
     Stop,
 }
 
+impl PrimaryAction {
+    /// Button label, app action (taking the profile id) and style class.
+    pub fn button(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::Launch => ("Launch", "app.launch", "suggested-action"),
+            Self::Stop => ("Stop", "app.stop", "destructive-action"),
+        }
+    }
+}
+
 /// The lock button of an encrypted profile's row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockAction {
     Lock,
     Unlock,
+}
+
+impl LockAction {
+    /// Button label and app action (taking the profile id).
+    pub fn button(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Lock => ("Lock", "app.lock"),
+            Self::Unlock => ("Unlock", "app.unlock"),
+        }
+    }
 }
 
 /// One row of the profile list.
@@ -287,12 +307,18 @@ pub fn form_problem(
         return Some("The name cannot contain control characters");
     }
     if encrypt {
-        if pass.is_empty() {
-            return Some("Choose a passphrase");
-        }
-        if pass != repeat {
-            return Some("The two passphrases differ");
-        }
+        return passphrase_problem(pass, repeat);
+    }
+    None
+}
+
+/// What keeps a new passphrase from being accepted, if anything.
+pub fn passphrase_problem(pass: &str, repeat: &str) -> Option<&'static str> {
+    if pass.is_empty() {
+        return Some("Choose a passphrase");
+    }
+    if pass != repeat {
+        return Some("The two passphrases differ");
     }
     None
 }

@@ -15,6 +15,7 @@ use doppel_core::apps;
 use doppel_core::dirs::Dirs;
 use doppel_core::id::ProfileId;
 use doppel_core::instance;
+use doppel_core::manage;
 use doppel_core::monitor;
 use doppel_core::profile::{self, HomeMode, NetworkMode};
 use doppel_core::recipe::RecipeSet;
@@ -305,4 +306,70 @@ pub fn create(dirs: &Dirs, req: NewProfile) -> Result<Created, String> {
         recovery,
         generic: draft.generic,
     })
+}
+
+/// A profile as saved.
+pub fn profile(dirs: &Dirs, id: &ProfileId) -> Result<profile::Profile, String> {
+    profile::load(dirs, id).map_err(|e| e.to_string())
+}
+
+/// What a profile's page shows that takes a while to find out.
+pub struct Details {
+    /// "12.3 MB".
+    pub usage: String,
+    /// The changed files of a copy-on-write home (None for a private home).
+    pub changes: Option<Result<Vec<storage::Change>, String>>,
+}
+
+/// Measures a profile's storage and lists its changed files (slow: walks its trees).
+pub fn details(dirs: &Dirs, id: &ProfileId) -> Result<Details, String> {
+    let p = profile(dirs, id)?;
+    let usage = manage::usage(dirs, &p);
+    let changes =
+        (p.home == HomeMode::Overlay).then(|| storage::diff(&p).map_err(|e| e.to_string()));
+    Ok(Details {
+        usage: manage::human_size(usage.total()),
+        changes,
+    })
+}
+
+/// Renames a profile.
+pub fn rename(dirs: &Dirs, id: &ProfileId, name: &str) -> Result<(), String> {
+    manage::rename(dirs, id, name)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Gives a profile another badge colour.
+pub fn set_color(dirs: &Dirs, id: &ProfileId, color: &str) -> Result<(), String> {
+    manage::set_color(dirs, id, color)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Changes an encrypted profile's passphrase (slow: key derivation twice).
+pub fn passwd(
+    dirs: &Dirs,
+    id: &ProfileId,
+    old: &Zeroizing<String>,
+    new: &Zeroizing<String>,
+) -> Result<(), String> {
+    let p = profile(dirs, id)?;
+    storage::passwd(dirs, &p, old.trim().as_bytes(), new.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// Deletes a profile and all its data (slow for a big home or a volume).
+pub fn delete(dirs: &Dirs, id: &ProfileId) -> Result<(), String> {
+    manage::delete(dirs, id).map_err(|e| e.to_string())
+}
+
+/// Copies a file the clone changed out to the same place in the real home.
+pub fn recover(dirs: &Dirs, id: &ProfileId, rel: &std::path::Path) -> Result<PathBuf, String> {
+    let p = profile(dirs, id)?;
+    storage::recover_file(dirs, &p, rel, None).map_err(|e| e.to_string())
+}
+
+/// The person's Downloads folder, which every clone shares.
+pub fn downloads(dirs: &Dirs) -> Option<PathBuf> {
+    doppel_core::host::downloads_dir(dirs).filter(|d| d.is_dir())
 }

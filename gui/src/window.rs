@@ -7,133 +7,170 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use adw::prelude::*;
+use adw::subclass::prelude::*;
 use gtk::{gio, glib};
 
 use doppel_core::dirs::Dirs;
 use doppel_core::id::ProfileId;
 
-use crate::model::{LockAction, PrimaryAction, ProfileRow, Snapshot, FALLBACK_ICON};
+use crate::model::{ProfileRow, Snapshot, FALLBACK_ICON};
 use crate::ops::{self, IconCache, LaunchFailures};
+use crate::page::ProfilePage;
 
-/// Default window size; the screenshot test checks it.
+/// Default window size (as in window.ui); the screenshot test checks it.
 pub const DEFAULT_SIZE: (i32, i32) = (720, 560);
+
+/// Called with every new state the window shows.
+type SnapshotWatcher = Box<dyn Fn(&Snapshot)>;
+
+/// A profile's row is named this plus the profile id.
+const ROW_PREFIX: &str = "profile-";
 
 /// How long a launched profile shows a spinner while its instance has not started yet.
 const START_GRACE: Duration = Duration::from_secs(10);
 
+mod imp {
+    use adw::subclass::prelude::*;
+    use gtk::prelude::*;
+    use gtk::{glib, CompositeTemplate, TemplateChild};
+
+    use crate::page::ProfilePage;
+
+    /// The window's widgets, from ui/window.ui.
+    #[derive(Debug, Default, CompositeTemplate)]
+    #[template(resource = "/org/doppel/Doppel/ui/window.ui")]
+    pub struct DoppelWindow {
+        #[template_child]
+        pub toasts: TemplateChild<adw::ToastOverlay>,
+        #[template_child]
+        pub pages: TemplateChild<gtk::Stack>,
+        #[template_child]
+        pub stack: TemplateChild<gtk::Stack>,
+        #[template_child]
+        pub list: TemplateChild<gtk::ListBox>,
+        #[template_child]
+        pub error_page: TemplateChild<adw::StatusPage>,
+        #[template_child]
+        pub profile_page: TemplateChild<ProfilePage>,
+    }
+
+    #[glib::object_subclass]
+    impl ObjectSubclass for DoppelWindow {
+        const NAME: &'static str = "DoppelWindow";
+        type Type = super::DoppelWindow;
+        type ParentType = adw::ApplicationWindow;
+
+        fn class_init(klass: &mut Self::Class) {
+            ProfilePage::ensure_type();
+            klass.bind_template();
+        }
+
+        fn instance_init(obj: &glib::subclass::InitializingObject<Self>) {
+            obj.init_template();
+        }
+    }
+
+    impl ObjectImpl for DoppelWindow {}
+    impl WidgetImpl for DoppelWindow {}
+    impl WindowImpl for DoppelWindow {}
+    impl ApplicationWindowImpl for DoppelWindow {}
+    impl AdwApplicationWindowImpl for DoppelWindow {}
+}
+
+glib::wrapper! {
+    /// Doppel's main window (template: ui/window.ui).
+    pub struct DoppelWindow(ObjectSubclass<imp::DoppelWindow>)
+        @extends adw::ApplicationWindow, gtk::ApplicationWindow, gtk::Window, gtk::Widget,
+        @implements gio::ActionGroup, gio::ActionMap, gtk::Accessible, gtk::Buildable,
+            gtk::ConstraintTarget, gtk::Native, gtk::Root, gtk::ShortcutManager;
+}
+
+impl DoppelWindow {
+    pub fn new(app: &adw::Application) -> Self {
+        glib::Object::builder().property("application", app).build()
+    }
+}
+
 /// The window and what it needs to show core's state. It keeps no state of its own beyond
 /// which work it has under way.
 pub struct Ui {
-    pub window: adw::ApplicationWindow,
+    pub window: DoppelWindow,
     pub dirs: Dirs,
     toasts: adw::ToastOverlay,
+    pages: gtk::Stack,
     stack: gtk::Stack,
     list: gtk::ListBox,
     error_page: adw::StatusPage,
+    pub page: ProfilePage,
     busy: RefCell<HashSet<ProfileId>>,
     starting: RefCell<HashMap<ProfileId, Instant>>,
     shown: RefCell<Option<Snapshot>>,
     icons: RefCell<IconCache>,
     failures: LaunchFailures,
-    watchers: RefCell<Vec<Box<dyn Fn(&Snapshot)>>>,
+    watchers: RefCell<Vec<SnapshotWatcher>>,
 }
 
 impl Ui {
     /// Builds the window for `app`; call [`Ui::start_refresh`] once it is shared.
     pub fn new(app: &adw::Application, dirs: Dirs) -> Rc<Ui> {
-        let window = adw::ApplicationWindow::builder()
-            .application(app)
-            .title("Doppel")
-            .default_width(DEFAULT_SIZE.0)
-            .default_height(DEFAULT_SIZE.1)
-            .width_request(360)
-            .height_request(300)
-            .build();
-
-        let header = adw::HeaderBar::new();
-        header.set_title_widget(Some(&adw::WindowTitle::new("Doppel", "")));
-        let new_button = gtk::Button::builder()
-            .icon_name("list-add-symbolic")
-            .tooltip_text("New Profile (Ctrl+N)")
-            .action_name("app.new-profile")
-            .build();
-        header.pack_start(&new_button);
-        let menu = gio::Menu::new();
-        menu.append(Some("_Lock All Profiles"), Some("app.lock-all"));
-        menu.append(Some("_Quit"), Some("app.quit"));
-        let menu_button = gtk::MenuButton::builder()
-            .icon_name("open-menu-symbolic")
-            .tooltip_text("Main Menu")
-            .menu_model(&menu)
-            .build();
-        header.pack_end(&menu_button);
-
-        let empty = adw::StatusPage::builder()
-            .icon_name("system-users-symbolic")
-            .title("No profiles yet")
-            .description(
-                "A profile is a second account of an app: its own data, \
-                 side by side with the first, in a sandbox of its own.",
-            )
-            .build();
-        let empty_button = gtk::Button::builder()
-            .label("New Profile")
-            .action_name("app.new-profile")
-            .halign(gtk::Align::Center)
-            .css_classes(["pill", "suggested-action"])
-            .build();
-        empty.set_child(Some(&empty_button));
-
-        let list = gtk::ListBox::builder()
-            .selection_mode(gtk::SelectionMode::None)
-            .css_classes(["boxed-list"])
-            .valign(gtk::Align::Start)
-            .build();
-        let clamp = adw::Clamp::builder()
-            .maximum_size(640)
-            .margin_top(24)
-            .margin_bottom(24)
-            .margin_start(12)
-            .margin_end(12)
-            .child(&list)
-            .build();
-        let scrolled = gtk::ScrolledWindow::builder()
-            .hscrollbar_policy(gtk::PolicyType::Never)
-            .vexpand(true)
-            .child(&clamp)
-            .build();
-
-        let error_page = adw::StatusPage::builder()
-            .icon_name("dialog-warning-symbolic")
-            .title("Cannot read the profiles")
-            .build();
-
-        let stack = gtk::Stack::new();
-        stack.add_named(&empty, Some("empty"));
-        stack.add_named(&scrolled, Some("list"));
-        stack.add_named(&error_page, Some("error"));
-
-        let content = gtk::Box::new(gtk::Orientation::Vertical, 0);
-        content.append(&header);
-        content.append(&stack);
-        let toasts = adw::ToastOverlay::new();
-        toasts.set_child(Some(&content));
-        window.set_content(Some(&toasts));
-
-        Rc::new(Ui {
+        let window = DoppelWindow::new(app);
+        let t = window.imp();
+        let ui = Rc::new(Ui {
+            toasts: t.toasts.get(),
+            pages: t.pages.get(),
+            stack: t.stack.get(),
+            list: t.list.get(),
+            error_page: t.error_page.get(),
+            page: t.profile_page.get(),
             window,
             dirs,
-            toasts,
-            stack,
-            list,
-            error_page,
             busy: RefCell::default(),
             starting: RefCell::default(),
             shown: RefCell::default(),
             icons: RefCell::default(),
             failures: LaunchFailures::default(),
             watchers: RefCell::default(),
-        })
+        });
+        crate::page::connect(&ui);
+        // A click on a row (not on its buttons) opens the profile's page.
+        ui.list.connect_row_activated(|list, row| {
+            if let Some(id) = row.widget_name().strip_prefix(ROW_PREFIX) {
+                let _ = list.activate_action("app.open-profile", Some(&id.to_variant()));
+            }
+        });
+        ui
+    }
+
+    /// Shows the page of profile `id`.
+    pub fn open_profile(self: &Rc<Self>, id: &ProfileId) {
+        self.pages.set_visible_child_name("profile");
+        crate::page::show(self, id);
+    }
+
+    /// Back to the list of profiles.
+    pub fn show_list(&self) {
+        self.pages.set_visible_child_name("main");
+    }
+
+    /// The profile whose page is showing, if one is.
+    pub fn shown_profile(&self) -> Option<ProfileId> {
+        (self.pages.visible_child_name().as_deref() == Some("profile"))
+            .then(|| self.page.profile())
+            .flatten()
+    }
+
+    /// The state the window shows now.
+    pub fn last_snapshot(&self) -> Option<Snapshot> {
+        self.shown.borrow().clone()
+    }
+
+    /// The icon of profile `id`'s app, as the list shows it.
+    pub fn icon_of(&self, id: &ProfileId) -> String {
+        self.shown
+            .borrow()
+            .as_ref()
+            .and_then(|s| s.rows.iter().find(|r| &r.id == id).map(|r| r.icon.clone()))
+            .unwrap_or_else(|| FALLBACK_ICON.to_owned())
     }
 
     /// Shows the state now, then every second, for as long as the window lives.
@@ -314,6 +351,7 @@ impl Ui {
             return;
         }
         self.render(&snap);
+        crate::page::update(self, &snap);
         for f in self.watchers.borrow().iter() {
             f(&snap);
         }
@@ -361,26 +399,27 @@ impl Ui {
 
 /// One profile's row: icon with colour badge, "App (Name)", state, and its buttons.
 fn profile_row(r: &ProfileRow) -> adw::ActionRow {
+    let target = r.id.as_str().to_variant();
     let row = adw::ActionRow::builder()
         .title(&r.title)
         .subtitle(&r.subtitle)
         .use_markup(false)
+        .activatable(true)
         .build();
-    row.add_prefix(&icon_with_badge(&r.icon, &r.color));
-    let target = r.id.as_str().to_variant();
+    row.set_widget_name(&format!("{ROW_PREFIX}{}", r.id));
+    row.add_prefix(&icon_with_badge(&r.icon, &r.color, 32));
+
     if r.busy {
         let spinner = gtk::Spinner::builder()
             .spinning(true)
             .valign(gtk::Align::Center)
             .build();
         row.add_suffix(&spinner);
+        row.add_suffix(&gtk::Image::from_icon_name("go-next-symbolic"));
         return row;
     }
     if let Some(l) = r.lock {
-        let (label, action) = match l {
-            LockAction::Lock => ("Lock", "app.lock"),
-            LockAction::Unlock => ("Unlock", "app.unlock"),
-        };
+        let (label, action) = l.button();
         let b = gtk::Button::builder()
             .label(label)
             .valign(gtk::Align::Center)
@@ -390,10 +429,7 @@ fn profile_row(r: &ProfileRow) -> adw::ActionRow {
         row.add_suffix(&b);
     }
     if let Some(p) = r.primary {
-        let (label, action, class) = match p {
-            PrimaryAction::Launch => ("Launch", "app.launch", "suggested-action"),
-            PrimaryAction::Stop => ("Stop", "app.stop", "destructive-action"),
-        };
+        let (label, action, class) = p.button();
         let b = gtk::Button::builder()
             .label(label)
             .valign(gtk::Align::Center)
@@ -404,20 +440,23 @@ fn profile_row(r: &ProfileRow) -> adw::ActionRow {
             .build();
         row.add_suffix(&b);
     }
+    row.add_suffix(&gtk::Image::from_icon_name("go-next-symbolic"));
     row
 }
 
-/// The app's icon (a theme name or a file) with a small dot of the profile's colour.
-pub fn icon_with_badge(icon: &str, color: &str) -> gtk::Widget {
-    let image = app_icon(icon, 32);
-    // Room around the icon's bottom-right corner, where the badge sits half outside it.
-    image.set_margin_end(3);
-    image.set_margin_bottom(3);
+/// The app's icon (a theme name or a file), `size` pixels, with a dot of the profile's colour
+/// on its bottom-right corner.
+pub fn icon_with_badge(icon: &str, color: &str, size: i32) -> gtk::Widget {
+    let image = app_icon(icon, size);
+    // Room around the icon's corner, where the badge sits half outside it.
+    let badge_size = (size * 7 / 16).max(10);
+    image.set_margin_end(badge_size / 4);
+    image.set_margin_bottom(badge_size / 4);
     let overlay = gtk::Overlay::builder()
         .child(&image)
         .valign(gtk::Align::Center)
         .build();
-    let badge = color_dot(color, 14);
+    let badge = color_dot(color, badge_size);
     badge.set_halign(gtk::Align::End);
     badge.set_valign(gtk::Align::End);
     overlay.add_overlay(&badge);
