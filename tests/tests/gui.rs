@@ -58,11 +58,23 @@ fn staged_gui() -> &'static Path {
     })
 }
 
+/// What a GTK program of the test user needs to run on `display` and `bus`.
+fn gui_env(env: &Env, display: &Display, bus: &SessionBus) -> Vec<(&'static str, String)> {
+    let mut vars: Vec<(&str, String)> = env.vars.clone();
+    vars.extend(display.env());
+    vars.push(("DBUS_SESSION_BUS_ADDRESS", bus.address.clone()));
+    vars.push(("GDK_BACKEND", "x11".into()));
+    // Xvfb has no GL; the cairo renderer draws the same widgets.
+    vars.push(("GSK_RENDERER", "cairo".into()));
+    vars.push(("NO_AT_BRIDGE", "1".into()));
+    vars
+}
+
 /// A display, a session bus and a running `doppel-gui`, torn down in reverse order.
 struct Session {
     gui: Child,
     display: Display,
-    _bus: SessionBus,
+    bus: SessionBus,
     window: u64,
     _serial: MutexGuard<'static, ()>,
 }
@@ -80,13 +92,7 @@ impl Session {
         let gui_bin = staged_gui();
         let display = Display::start(&env.user, tag, "1024x768");
         let bus = SessionBus::start(&env.user, tag);
-        let mut vars: Vec<(&str, String)> = env.vars.iter().map(|(k, v)| (*k, v.clone())).collect();
-        vars.extend(display.env());
-        vars.push(("DBUS_SESSION_BUS_ADDRESS", bus.address.clone()));
-        vars.push(("GDK_BACKEND", "x11".into()));
-        // Xvfb has no GL; the cairo renderer draws the same widgets.
-        vars.push(("GSK_RENDERER", "cairo".into()));
-        vars.push(("NO_AT_BRIDGE", "1".into()));
+        let vars = gui_env(env, &display, &bus);
         let log = common::artifacts().join(format!("{tag}-gui.log"));
         let out = fs::File::create(&log).unwrap();
         let mut gui = env
@@ -115,7 +121,7 @@ impl Session {
         Session {
             gui,
             display,
-            _bus: bus,
+            bus,
             window: found[0],
             _serial: serial,
         }
@@ -277,4 +283,147 @@ fn profiles_in_different_states_are_listed() {
         with_running.display(),
         after.display()
     );
+
+    // The unlock dialog, opened the way the row's Unlock button does: the app's exported
+    // `unlock` action, here called over the session bus.
+    let out = env
+        .user
+        .command(
+            &[("DBUS_SESSION_BUS_ADDRESS", s.bus.address.clone())],
+            &[
+                "gdbus",
+                "call",
+                "--session",
+                "--dest",
+                "org.doppel.Doppel",
+                "--object-path",
+                "/org/doppel/Doppel",
+                "--method",
+                "org.gtk.Actions.Activate",
+                "unlock",
+                "[<'photos'>]",
+                "{}",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "activating app.unlock failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut dialogs = Vec::new();
+    let opened = common::wait_until(Duration::from_secs(10), || {
+        dialogs = windows_named(&s.display, "Unlock Profile");
+        !dialogs.is_empty()
+    });
+    assert!(opened, "app.unlock did not open the Unlock Profile dialog");
+    std::thread::sleep(Duration::from_millis(1500));
+    let path = common::artifacts().join("gui-unlock.png");
+    let st = s
+        .display
+        .root_command("import")
+        .args(["-window", &dialogs[0].to_string()])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(
+        distinct_colours(&path) > 16,
+        "the unlock dialog looks blank"
+    );
+    let info = s.display.window_info(dialogs[0]);
+    assert!(
+        info.contains("Width: 420"),
+        "the unlock dialog is not 420 pixels wide:\n{info}"
+    );
+}
+
+/// The driver (tests/src/gui_driver.rs), copied next to the staged `doppel`, where both it and
+/// the window look for the CLI.
+fn staged_driver() -> PathBuf {
+    let dst = common::staged().dir.join("doppel-gui-driver");
+    fs::copy(env!("CARGO_BIN_EXE_doppel-gui-driver"), &dst).unwrap();
+    fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
+    dst
+}
+
+#[test]
+fn the_window_creates_launches_stops_renames_and_deletes_a_profile() {
+    if !can_run() {
+        return;
+    }
+    let _serial = serial();
+    let env = Env::new(User::get("doppeltest"), "gui-driven");
+    // The app to pick: a desktop entry of the user's own for a program that only waits, so
+    // that the clone starts fast and needs no display of its own.
+    env.user.write_file(
+        &format!(
+            "{}/applications/doppel-sleeper.desktop",
+            env.root
+                .join("data")
+                .strip_prefix(&env.user.home)
+                .unwrap()
+                .display()
+        ),
+        "[Desktop Entry]\nType=Application\nName=Doppel Sleeper\n\
+         Exec=sleep 600\nIcon=utilities-terminal\n",
+    );
+    let shots = env.root.join("shots");
+    fs::create_dir_all(&shots).unwrap();
+    common::chown(&shots, env.user.uid, env.user.gid);
+    let driver = staged_driver();
+    let display = Display::start(&env.user, "gui-driven", "1024x768");
+    let bus = SessionBus::start(&env.user, "gui-driven");
+    let vars = gui_env(&env, &display, &bus);
+    let log = common::artifacts().join("gui-driven.log");
+    let out = fs::File::create(&log).unwrap();
+    let mut child = env
+        .user
+        .command(
+            &vars,
+            &[
+                driver.as_os_str(),
+                "Doppel Sleeper".as_ref(),
+                shots.as_os_str(),
+            ],
+        )
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let ended = common::wait_until(Duration::from_secs(300), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !ended {
+        terminate(&mut child, Duration::from_secs(5));
+    }
+    let status = child.wait().unwrap();
+    for shot in fs::read_dir(&shots).unwrap().flatten() {
+        let _ = fs::copy(shot.path(), common::artifacts().join(shot.file_name()));
+    }
+    let transcript = fs::read_to_string(&log).unwrap_or_default();
+    if !status.success() {
+        // The clone outlives the window; do not leave it to the next run.
+        let _ = env.doppel(&["stop", "driven"]);
+    }
+    assert!(
+        ended && status.success(),
+        "the driven window failed ({status}):\n{transcript}"
+    );
+    for step in [
+        "the CLI sees \"driven: stopped\"",
+        "the CLI sees \"driven: running\"",
+        "the CLI sees \"(Renamed)\"",
+        "deleted",
+    ] {
+        assert!(transcript.contains(step), "no step {step:?}:\n{transcript}");
+    }
+    let list = common::ok(&env.doppel(&["list"]));
+    assert!(
+        !list.contains("driven"),
+        "the deleted profile is still listed:\n{list}"
+    );
+    drop(display);
 }
