@@ -38,6 +38,8 @@ enum Request {
 struct Item {
     menu: TrayMenu,
     icon: String,
+    /// The icon drawn, for hosts whose theme lacks `icon` (Doppel run from a build tree).
+    pixmaps: Vec<ksni::Icon>,
     requests: async_channel::Sender<Request>,
     /// Whether a StatusNotifierWatcher has the item registered.
     online: Arc<AtomicBool>,
@@ -66,6 +68,10 @@ impl ksni::Tray for Item {
 
     fn icon_name(&self) -> String {
         self.icon.clone()
+    }
+
+    fn icon_pixmap(&self) -> Vec<ksni::Icon> {
+        self.pixmaps.clone()
     }
 
     fn tool_tip(&self) -> ksni::ToolTip {
@@ -228,6 +234,7 @@ pub fn install(app: &adw::Application, ui: &Rc<Ui>) {
         .filter(|d| gtk::IconTheme::for_display(d).has_icon(APP_ID))
         .map_or(FALLBACK_TRAY_ICON, |_| APP_ID)
         .to_owned();
+    let pixmaps = icon_pixmaps();
     glib::spawn_future_local(async move {
         let mut menu = TrayMenu::default();
         while let Ok(m) = new_menus.try_recv() {
@@ -236,6 +243,7 @@ pub fn install(app: &adw::Application, ui: &Rc<Ui>) {
         let item = Item {
             menu,
             icon,
+            pixmaps,
             requests,
             online: Arc::clone(&tray.online),
         };
@@ -415,4 +423,38 @@ mod tests {
     fn labels_keep_their_underscores() {
         assert_eq!(menu_label("my_work — Running"), "my__work — Running");
     }
+}
+
+/// Doppel's icon (compiled into the binary) drawn at the sizes panels use, as StatusNotifierItem
+/// pixmaps: ARGB32, big-endian. Empty if the SVG loader of gdk-pixbuf is missing.
+fn icon_pixmaps() -> Vec<ksni::Icon> {
+    const ICON: &str = "/org/doppel/Doppel/icons/scalable/apps/org.doppel.Doppel.svg";
+    [22, 32, 48]
+        .into_iter()
+        .filter_map(|size| {
+            gtk::gdk_pixbuf::Pixbuf::from_resource_at_scale(ICON, size, size, true).ok()
+        })
+        .map(|pb| {
+            let (w, h) = (pb.width(), pb.height());
+            let channels = usize::try_from(pb.n_channels()).unwrap_or(4);
+            let stride = usize::try_from(pb.rowstride()).unwrap_or(0);
+            let bytes = pb.read_pixel_bytes();
+            let mut data = Vec::with_capacity(bytes.len());
+            for y in 0..usize::try_from(h).unwrap_or(0) {
+                for x in 0..usize::try_from(w).unwrap_or(0) {
+                    let i = y * stride + x * channels;
+                    let Some(px) = bytes.get(i..i + channels) else {
+                        continue;
+                    };
+                    let alpha = if channels == 4 { px[3] } else { 255 };
+                    data.extend_from_slice(&[alpha, px[0], px[1], px[2]]);
+                }
+            }
+            ksni::Icon {
+                width: w,
+                height: h,
+                data,
+            }
+        })
+        .collect()
 }

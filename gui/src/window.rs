@@ -190,6 +190,14 @@ impl Ui {
     /// toast gets a Details button that shows all of it.
     pub fn toast(&self, message: &str) {
         const SHORT: usize = 60;
+        // Hidden in the tray, a toast would go unseen: a desktop notification says it instead.
+        if !self.window.is_visible() {
+            if let Some(app) = self.window.application() {
+                let n = gio::Notification::new("Doppel");
+                n.set_body(Some(message));
+                app.send_notification(None, &n);
+            }
+        }
         if message.chars().count() <= SHORT {
             let toast = adw::Toast::new(&glib::markup_escape_text(message));
             toast.set_timeout(8);

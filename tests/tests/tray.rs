@@ -388,6 +388,18 @@ fn tray_lists_profiles_launches_one_and_keeps_doppel_when_closed() {
     let item = Item::new(&host, &entry);
     assert_eq!(item.string_property("Id"), "org.doppel.Doppel");
     assert_eq!(item.string_property("Title"), "Doppel");
+    // Drawn pixmaps too, for a host whose icon theme lacks Doppel's icon (not installed).
+    let pixmaps: Vec<(i32, i32, Vec<u8>)> = item.property("IconPixmap").try_into().unwrap();
+    assert!(
+        pixmaps
+            .iter()
+            .any(|(w, h, data)| *w > 0 && data.len() == (w * h * 4) as usize),
+        "no usable icon pixmap: {:?}",
+        pixmaps
+            .iter()
+            .map(|(w, h, d)| (w, h, d.len()))
+            .collect::<Vec<_>>()
+    );
 
     // Its menu lists every profile with its state, then the general items.
     let mut labels = Vec::new();
