@@ -383,6 +383,40 @@ impl Settings {
     }
 }
 
+/// Doppel's icon (compiled into the binary) drawn at the sizes panels use, as StatusNotifierItem
+/// pixmaps: ARGB32, big-endian. Empty if the SVG loader of gdk-pixbuf is missing.
+fn icon_pixmaps() -> Vec<ksni::Icon> {
+    const ICON: &str = "/org/doppel/Doppel/icons/scalable/apps/org.doppel.Doppel.svg";
+    [22, 32, 48]
+        .into_iter()
+        .filter_map(|size| {
+            gtk::gdk_pixbuf::Pixbuf::from_resource_at_scale(ICON, size, size, true).ok()
+        })
+        .map(|pb| {
+            let (w, h) = (pb.width(), pb.height());
+            let channels = usize::try_from(pb.n_channels()).unwrap_or(4);
+            let stride = usize::try_from(pb.rowstride()).unwrap_or(0);
+            let bytes = pb.read_pixel_bytes();
+            let mut data = Vec::with_capacity(bytes.len());
+            for y in 0..usize::try_from(h).unwrap_or(0) {
+                for x in 0..usize::try_from(w).unwrap_or(0) {
+                    let i = y * stride + x * channels;
+                    let Some(px) = bytes.get(i..i + channels) else {
+                        continue;
+                    };
+                    let alpha = if channels == 4 { px[3] } else { 255 };
+                    data.extend_from_slice(&[alpha, px[0], px[1], px[2]]);
+                }
+            }
+            ksni::Icon {
+                width: w,
+                height: h,
+                data,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,38 +457,4 @@ mod tests {
     fn labels_keep_their_underscores() {
         assert_eq!(menu_label("my_work — Running"), "my__work — Running");
     }
-}
-
-/// Doppel's icon (compiled into the binary) drawn at the sizes panels use, as StatusNotifierItem
-/// pixmaps: ARGB32, big-endian. Empty if the SVG loader of gdk-pixbuf is missing.
-fn icon_pixmaps() -> Vec<ksni::Icon> {
-    const ICON: &str = "/org/doppel/Doppel/icons/scalable/apps/org.doppel.Doppel.svg";
-    [22, 32, 48]
-        .into_iter()
-        .filter_map(|size| {
-            gtk::gdk_pixbuf::Pixbuf::from_resource_at_scale(ICON, size, size, true).ok()
-        })
-        .map(|pb| {
-            let (w, h) = (pb.width(), pb.height());
-            let channels = usize::try_from(pb.n_channels()).unwrap_or(4);
-            let stride = usize::try_from(pb.rowstride()).unwrap_or(0);
-            let bytes = pb.read_pixel_bytes();
-            let mut data = Vec::with_capacity(bytes.len());
-            for y in 0..usize::try_from(h).unwrap_or(0) {
-                for x in 0..usize::try_from(w).unwrap_or(0) {
-                    let i = y * stride + x * channels;
-                    let Some(px) = bytes.get(i..i + channels) else {
-                        continue;
-                    };
-                    let alpha = if channels == 4 { px[3] } else { 255 };
-                    data.extend_from_slice(&[alpha, px[0], px[1], px[2]]);
-                }
-            }
-            ksni::Icon {
-                width: w,
-                height: h,
-                data,
-            }
-        })
-        .collect()
 }
