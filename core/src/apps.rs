@@ -102,6 +102,8 @@ pub struct DesktopEntry {
     pub terminal: bool,
     /// `StartupWMClass`: the window class the app's windows carry.
     pub startup_wm_class: Option<String>,
+    /// `Categories`, as written (`Network;InstantMessaging;`).
+    pub categories: Option<String>,
     /// `X-Flatpak`: the Flatpak application id, for entries exported by Flatpak.
     pub flatpak: Option<String>,
 }
@@ -331,6 +333,7 @@ pub fn parse_desktop_entry(
         no_display: boolean("NoDisplay")?,
         terminal: boolean("Terminal")?,
         startup_wm_class: string("StartupWMClass").filter(|s| !s.is_empty()),
+        categories: string("Categories").filter(|s| !s.is_empty()),
         flatpak: string("X-Flatpak").filter(|s| !s.is_empty()),
     }))
 }

@@ -94,30 +94,42 @@ pub fn draft(dirs: &Dirs, req: &Request) -> Result<Draft, CreateError> {
     })
 }
 
-/// Writes the drafted profile; an encrypted one also gets its keys and a volume of `size` bytes
-/// sealed with `passphrase`. Returns the recovery key to show once.
+/// A profile just written.
+#[derive(Debug)]
+pub struct Made {
+    /// The recovery key of an encrypted profile, to show once.
+    pub recovery: Option<RecoveryKey>,
+    /// What did not work but does not stop the profile from working (its launcher).
+    pub warnings: Vec<String>,
+}
+
+/// Writes the drafted profile and its launcher; an encrypted one also gets its keys and a
+/// volume of `size` bytes sealed with `passphrase`.
 pub fn create(
     dirs: &Dirs,
     draft: &Draft,
     encryption: Option<(u64, &[u8])>,
-) -> Result<Option<RecoveryKey>, CreateError> {
+) -> Result<Made, CreateError> {
     let p = &draft.profile;
     profile::create(dirs, p)?;
-    if !p.encrypted {
-        return Ok(None);
-    }
-    let made = match encryption {
-        Some((size, passphrase)) => storage::create_encrypted(dirs, p, size, passphrase),
-        None => Err(StorageError::Refused(
-            "an encrypted profile needs a passphrase".to_owned(),
-        )),
-    };
-    match made {
-        Ok(key) => Ok(Some(key)),
-        Err(e) => {
-            // Nothing half-created: the profile goes with its failed volume.
-            let _ = profile::delete(dirs, &p.id);
-            Err(e.into())
+    let recovery = if p.encrypted {
+        let made = match encryption {
+            Some((size, passphrase)) => storage::create_encrypted(dirs, p, size, passphrase),
+            None => Err(StorageError::Refused(
+                "an encrypted profile needs a passphrase".to_owned(),
+            )),
+        };
+        match made {
+            Ok(key) => Some(key),
+            Err(e) => {
+                // Nothing half-created: the profile goes with its failed volume.
+                let _ = profile::delete(dirs, &p.id);
+                return Err(e.into());
+            }
         }
-    }
+    } else {
+        None
+    };
+    let warnings = crate::launcher::refresh(dirs, p);
+    Ok(Made { recovery, warnings })
 }

@@ -13,6 +13,7 @@ pub mod host;
 pub mod id;
 pub mod instance;
 pub mod keys;
+pub mod launcher;
 pub mod manage;
 pub mod monitor;
 pub mod plan;

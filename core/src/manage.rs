@@ -22,6 +22,8 @@ pub enum ManageError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Instance(#[from] InstanceError),
+    #[error(transparent)]
+    Launcher(#[from] crate::launcher::LauncherError),
 }
 
 /// Deletes profile `id` and all its data: its home, its encrypted volume or copy-on-write
@@ -31,26 +33,30 @@ pub fn delete(dirs: &Dirs, id: &ProfileId) -> Result<(), ManageError> {
     if instance::is_running(dirs, id)? {
         return Err(ManageError::Running(format!("profile {id}")));
     }
-    // The helper's part first: if it fails, the profile still exists and can be deleted again.
+    // The launcher and the helper's part first: if either fails, the profile still exists and
+    // can be deleted again.
+    crate::launcher::remove(dirs, id)?;
     storage::destroy(&p)?;
     profile::delete(dirs, id)?;
     Ok(())
 }
 
-/// Gives profile `id` a new display name; a running clone shows it from its next start.
-pub fn rename(dirs: &Dirs, id: &ProfileId, name: &str) -> Result<Profile, ManageError> {
+/// Gives profile `id` a new display name (and its launcher with it); a running clone shows it
+/// from its next start. Returns warnings about the launcher.
+pub fn rename(dirs: &Dirs, id: &ProfileId, name: &str) -> Result<Vec<String>, ManageError> {
     let mut p = profile::load(dirs, id)?;
     p.name = name.trim().to_owned();
     profile::save(dirs, &p)?;
-    Ok(p)
+    Ok(crate::launcher::refresh(dirs, &p))
 }
 
-/// Gives profile `id` a new badge colour (`#rrggbb`).
-pub fn set_color(dirs: &Dirs, id: &ProfileId, color: &str) -> Result<Profile, ManageError> {
+/// Gives profile `id` a new badge colour (`#rrggbb`), redrawing its launcher's icon. Returns
+/// warnings about the launcher.
+pub fn set_color(dirs: &Dirs, id: &ProfileId, color: &str) -> Result<Vec<String>, ManageError> {
     let mut p = profile::load(dirs, id)?;
     p.color = color.to_owned();
     profile::save(dirs, &p)?;
-    Ok(p)
+    Ok(crate::launcher::refresh(dirs, &p))
 }
 
 /// Space a profile takes on disk, in bytes actually allocated.

@@ -402,6 +402,9 @@ fn submit(ui: &Rc<Ui>, f: &Rc<Form>) {
             Ok(made) => {
                 f.win.close();
                 ui.refresh();
+                for w in &made.warnings {
+                    ui.toast(w);
+                }
                 match made.recovery {
                     Some(key) => recovery_key(&ui, made.id, &made.label, key, made.generic),
                     None => created_toast(&ui, &made.id, &made.label, made.generic),

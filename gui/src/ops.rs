@@ -259,6 +259,8 @@ pub struct Created {
     pub recovery: Option<Zeroizing<String>>,
     /// No recipe knows the app: the generic one was used.
     pub generic: bool,
+    /// What did not work but does not stop the profile from working (its launcher).
+    pub warnings: Vec<String>,
 }
 
 /// Creates a profile as `doppel create` does (slow for an encrypted one).
@@ -290,21 +292,22 @@ pub fn create(dirs: &Dirs, req: NewProfile) -> Result<Created, String> {
         },
     )
     .map_err(|e| e.to_string())?;
-    let recovery = doppel_core::create::create(
+    let made = doppel_core::create::create(
         dirs,
         &draft,
         req.passphrase
             .as_ref()
             .map(|pass| (VOLUME_SIZE, pass.as_bytes())),
     )
-    .map_err(|e| e.to_string())?
-    .map(|key| Zeroizing::new(key.to_string()));
+    .map_err(|e| e.to_string())?;
+    let recovery = made.recovery.map(|key| Zeroizing::new(key.to_string()));
     let p = &draft.profile;
     Ok(Created {
         label: p.label(),
         id: p.id.clone(),
         recovery,
         generic: draft.generic,
+        warnings: made.warnings,
     })
 }
 
@@ -333,18 +336,14 @@ pub fn details(dirs: &Dirs, id: &ProfileId) -> Result<Details, String> {
     })
 }
 
-/// Renames a profile.
-pub fn rename(dirs: &Dirs, id: &ProfileId, name: &str) -> Result<(), String> {
-    manage::rename(dirs, id, name)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+/// Renames a profile and its launcher; returns warnings about the launcher.
+pub fn rename(dirs: &Dirs, id: &ProfileId, name: &str) -> Result<Vec<String>, String> {
+    manage::rename(dirs, id, name).map_err(|e| e.to_string())
 }
 
-/// Gives a profile another badge colour.
-pub fn set_color(dirs: &Dirs, id: &ProfileId, color: &str) -> Result<(), String> {
-    manage::set_color(dirs, id, color)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+/// Gives a profile another badge colour; returns warnings about the launcher.
+pub fn set_color(dirs: &Dirs, id: &ProfileId, color: &str) -> Result<Vec<String>, String> {
+    manage::set_color(dirs, id, color).map_err(|e| e.to_string())
 }
 
 /// Changes an encrypted profile's passphrase (slow: key derivation twice).

@@ -135,8 +135,9 @@ pub fn connect(ui: &Rc<Ui>) {
             ui.spawn(
                 move || ops::set_color(&dirs, &id, hex),
                 move |r| {
-                    if let Err(e) = r {
-                        u.toast(&e);
+                    match r {
+                        Ok(warnings) => warnings.iter().for_each(|w| u.toast(w)),
+                        Err(e) => u.toast(&e),
                     }
                     u.refresh();
                 },
@@ -158,7 +159,10 @@ pub fn connect(ui: &Rc<Ui>) {
                 move || ops::rename(&dirs, &owned, &name),
                 move |r| {
                     match r {
-                        Ok(()) => u.toast("Renamed"),
+                        Ok(warnings) => {
+                            u.toast("Renamed");
+                            warnings.iter().for_each(|w| u.toast(w));
+                        }
                         Err(e) => u.toast(&e),
                     }
                     u.refresh();

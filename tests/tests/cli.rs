@@ -317,3 +317,106 @@ fn encryption_without_the_helper_says_what_to_install_and_creates_nothing() {
     let e = c.fails(&["diff", "p"]);
     assert!(e.contains("copy-on-write"), "{e}");
 }
+
+/// The colour of pixel (x, y) of a PNG as "r,g,b", through imagemagick (None without it).
+fn pixel(png: &Path, x: u32, y: u32) -> Option<String> {
+    let out = Command::new("convert")
+        .arg(png)
+        .args(["-format", &format!("%[fx:int(255*p{{{x},{y}}}.r)],%[fx:int(255*p{{{x},{y}}}.g)],%[fx:int(255*p{{{x},{y}}}.b)]"), "info:"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[test]
+fn a_profile_gets_a_badged_launcher_that_follows_it_and_goes_with_it() {
+    let cli = Cli::new();
+    // An app of the test's own: a desktop entry and a scalable icon that is all green.
+    let share = cli.path("share");
+    fs::create_dir_all(share.join("applications")).unwrap();
+    fs::write(
+        share.join("applications/doppeltest-chat.desktop"),
+        "[Desktop Entry]\nType=Application\nName=Test Chat\nExec=sh\nIcon=doppeltest-chat\n\
+         Categories=Network;Chat;\n",
+    )
+    .unwrap();
+    let icons = share.join("icons/hicolor/scalable/apps");
+    fs::create_dir_all(&icons).unwrap();
+    fs::write(
+        icons.join("doppeltest-chat.svg"),
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="48" height="48"><rect width="48" height="48" fill="#00ff00"/></svg>"##,
+    )
+    .unwrap();
+
+    let out = cli.run(&[
+        "create",
+        "work",
+        "--app",
+        "doppeltest-chat",
+        "--name",
+        "Work",
+        "--color",
+        "#ff0000",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let desktop = cli.path("data/applications/org.doppel.Doppel.work.desktop");
+    let icon = cli.path("data/icons/hicolor/256x256/apps/org.doppel.Doppel.work.png");
+    let text = fs::read_to_string(&desktop).unwrap();
+    for line in [
+        "Name=Test Chat (Work)",
+        "Icon=org.doppel.Doppel.work",
+        "Categories=Network;Chat;",
+        "X-Doppel-Profile=work",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
+    let exec = text.lines().find(|l| l.starts_with("Exec=")).unwrap();
+    assert!(
+        exec.starts_with(&format!("Exec={} ", doppel_bin().display()))
+            && exec.ends_with(" run work %U"),
+        "{exec}"
+    );
+    if which("desktop-file-validate") {
+        let v = Command::new("desktop-file-validate")
+            .arg(&desktop)
+            .output()
+            .unwrap();
+        assert!(v.status.success() && v.stdout.is_empty(), "{v:?}");
+    } else {
+        eprintln!("desktop-file-validate is not installed (desktop-file-utils): not validating");
+    }
+
+    // The icon: the app's (green) with the profile's colour (red) in the corner.
+    assert!(icon.is_file());
+    if let Some(app_part) = pixel(&icon, 40, 40) {
+        assert_eq!(app_part, "0,255,0", "the app's icon");
+        assert_eq!(pixel(&icon, 200, 200).unwrap(), "255,0,0", "the badge");
+        // Recolouring redraws it; renaming renames the launcher.
+        let out = cli.run(&["set", "work", "--color", "#0000ff", "--name", "Office"]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(pixel(&icon, 200, 200).unwrap(), "0,0,255", "the new badge");
+        let text = fs::read_to_string(&desktop).unwrap();
+        assert!(text.contains("\nName=Test Chat (Office)\n"), "{text}");
+    } else {
+        eprintln!("imagemagick is not installed: not checking the icon's pixels");
+    }
+    assert!(cli.fails(&["set", "work"]).contains("--name"));
+    assert!(cli
+        .fails(&["set", "work", "--color", "red"])
+        .contains("#rrggbb"));
+
+    let out = cli.run(&["delete", "work", "--yes"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !desktop.exists() && !icon.exists(),
+        "the launcher outlived its profile"
+    );
+}
+
+fn which(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+        .unwrap_or(false)
+}

@@ -106,6 +106,16 @@ enum Cmd {
         #[arg(long, value_name = "N")]
         passphrase_fd: Option<i32>,
     },
+    /// Change a profile's display name or badge colour (its launcher follows).
+    Set {
+        id: String,
+        /// New display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// New badge colour, #rrggbb.
+        #[arg(long)]
+        color: Option<String>,
+    },
     /// List what a clone with a copy-on-write home changed relative to your real home.
     Diff { id: String },
     /// Copy a file a clone made or changed out to your real home.
@@ -314,7 +324,7 @@ fn cmd_create(dirs: &Dirs, a: CreateArgs) -> Result<()> {
             p.app_name
         ));
     }
-    let recovery = match size {
+    let made = match size {
         Some(size) => {
             let pass = Secrets::new(passphrase_fd)?.new_passphrase()?;
             eprintln!("doppel: creating the encrypted volume…");
@@ -322,7 +332,10 @@ fn cmd_create(dirs: &Dirs, a: CreateArgs) -> Result<()> {
         }
         None => create::create(dirs, &draft, None)?,
     };
-    if let Some(recovery) = recovery {
+    for w in &made.warnings {
+        warn(w);
+    }
+    if let Some(recovery) = made.recovery {
         println!(
             "Recovery key for {} (shown once; keep it somewhere safe):",
             p.label()
@@ -494,6 +507,25 @@ fn cmd_passwd(dirs: &Dirs, id: &str, fd: Option<i32>) -> Result<()> {
     Ok(())
 }
 
+fn cmd_set(dirs: &Dirs, id: &str, name: Option<&str>, color: Option<&str>) -> Result<()> {
+    let id = parse_id(id)?;
+    if name.is_none() && color.is_none() {
+        bail!("say what to change: --name \"New name\" and/or --color '#rrggbb'");
+    }
+    let mut warnings = Vec::new();
+    if let Some(name) = name {
+        warnings.extend(doppel_core::manage::rename(dirs, &id, name)?);
+    }
+    if let Some(color) = color {
+        warnings.extend(doppel_core::manage::set_color(dirs, &id, color)?);
+    }
+    for w in warnings {
+        warn(&w);
+    }
+    println!("changed {}", profile::load(dirs, &id)?.label());
+    Ok(())
+}
+
 fn cmd_diff(dirs: &Dirs, id: &str) -> Result<()> {
     let id = parse_id(id)?;
     let p = profile::load(dirs, &id)?;
@@ -565,6 +597,7 @@ fn real_main() -> Result<ExitCode> {
         Cmd::Lock { id, stop } => cmd_lock(&dirs, &id, stop)?,
         Cmd::Unlock { id, passphrase_fd } => cmd_unlock(&dirs, &id, passphrase_fd)?,
         Cmd::Passwd { id, passphrase_fd } => cmd_passwd(&dirs, &id, passphrase_fd)?,
+        Cmd::Set { id, name, color } => cmd_set(&dirs, &id, name.as_deref(), color.as_deref())?,
         Cmd::Diff { id } => cmd_diff(&dirs, &id)?,
         Cmd::Recover { id, path, to } => cmd_recover(&dirs, &id, &path, to.as_deref())?,
         Cmd::Stop { id, timeout } => cmd_stop(&dirs, &id, timeout)?,
