@@ -89,9 +89,10 @@ const MOUNT_API: &str = "mount API";
 const RUNTIME_DIR: &str = "XDG_RUNTIME_DIR";
 const PASTA: &str = "pasta";
 const TUN: &str = "/dev/net/tun";
-const DBUS_PROXY: &str = "xdg-dbus-proxy";
+const DBUS_PROXY: &str = "doppel-bus-proxy";
 const SESSION_BUS: &str = "session bus";
 const DISPLAY: &str = "display";
+const USER_MANAGER: &str = "systemd user manager";
 
 /// Runs every check, in the order a person should fix them.
 pub fn run(dirs: &Dirs) -> Vec<Check> {
@@ -103,8 +104,9 @@ pub fn run(dirs: &Dirs) -> Vec<Check> {
         runtime_dir_check(runtime_dir, runtime_dir.map(stat_dir), euid),
         pasta_check(crate::apps::which("pasta").as_deref()),
         tun_check(open_tun()),
-        dbus_proxy_check(crate::apps::which("xdg-dbus-proxy").as_deref()),
+        dbus_proxy_check(crate::monitor::bus_proxy_program().as_deref()),
         check_session_bus(runtime_dir),
+        user_manager_check(crate::scope::probe()),
         check_display(runtime_dir),
         helper_check(doppel_helper::client::Helper::connect().and_then(|h| h.status().map(|_| ()))),
     ]
@@ -771,7 +773,7 @@ fn tun_check(open: Result<(), i32>) -> Check {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 4. xdg-dbus-proxy
+// 4. Doppel's session-bus proxy
 // ---------------------------------------------------------------------------------------------
 
 fn dbus_proxy_check(found: Option<&Path>) -> Check {
@@ -779,11 +781,10 @@ fn dbus_proxy_check(found: Option<&Path>) -> Check {
         Some(p) => Check::ok(DBUS_PROXY, format!("found at {}", p.display())),
         None => Check::fail(
             DBUS_PROXY,
-            "xdg-dbus-proxy is not installed; Doppel gives each clone a filtered session bus \
-             through it",
-            "sudo apt install xdg-dbus-proxy   (Debian, Ubuntu)\n\
-             sudo dnf install xdg-dbus-proxy   (Fedora)\n\
-             sudo pacman -S xdg-dbus-proxy     (Arch)",
+            "doppel-bus-proxy is missing; Doppel gives each clone a filtered session bus \
+             through it, and it is part of Doppel",
+            "reinstall Doppel (sudo apt install --reinstall doppel), or in a checkout build \
+             everything: cargo build --workspace",
         ),
     }
 }
@@ -822,6 +823,37 @@ fn session_bus_check(address: Option<&str>, socket: Option<&Path>, socket_exists
                  \"$(dbus-launch --sh-syntax)\"",
             )
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5b. systemd user manager (portal identity)
+// ---------------------------------------------------------------------------------------------
+
+/// Whether clones can run in scopes of their own, from [`crate::scope::probe`].
+fn user_manager_check(probe: Result<(), crate::scope::Outcome>) -> Check {
+    use crate::scope::Outcome;
+    const WITHOUT: &str = "so portals (file chooser, open URI, notifications) see a clone as the \
+                           app that started it, or as no app at all, instead of as an app of its \
+                           own; everything else works";
+    match probe {
+        Ok(()) | Err(Outcome::Entered(_)) => Check::ok(
+            USER_MANAGER,
+            "answers on the session bus: each clone runs in a scope of its own \
+             (app-doppel-org.doppel.Doppel.<id>-….scope), so portals see it as its own app",
+        ),
+        Err(Outcome::NoUserManager(why)) => Check::warn(
+            USER_MANAGER,
+            format!("not available ({why}), {WITHOUT}"),
+            "nothing to do on a system without systemd; on one with it, run Doppel inside \
+             your desktop session, whose user services systemd manages \
+             (`systemctl --user status` answers there)",
+        ),
+        Err(Outcome::Failed(e)) => Check::warn(
+            USER_MANAGER,
+            format!("could not be asked: {e}; {WITHOUT}"),
+            "check the session bus (`busctl --user status`), then run `doppel doctor` again",
+        ),
     }
 }
 
@@ -1251,12 +1283,12 @@ mod tests {
     #[test]
     fn dbus_proxy() {
         assert_eq!(
-            dbus_proxy_check(Some(Path::new("/usr/bin/xdg-dbus-proxy"))).status,
+            dbus_proxy_check(Some(Path::new("/usr/libexec/doppel-bus-proxy"))).status,
             Status::Ok
         );
         let c = dbus_proxy_check(None);
         assert_eq!(c.status, Status::Fail);
-        assert!(c.fix.unwrap().contains("sudo apt install xdg-dbus-proxy"));
+        assert!(c.fix.unwrap().contains("cargo build --workspace"));
     }
 
     #[test]
@@ -1277,6 +1309,24 @@ mod tests {
         assert!(c.detail.contains("notifications"));
         assert!(c.fix.is_some());
         assert_eq!(session_bus_check(None, None, false).status, Status::Warn);
+    }
+
+    #[test]
+    fn user_manager() {
+        use crate::scope::Outcome;
+        let c = user_manager_check(Ok(()));
+        assert_eq!(c.status, Status::Ok);
+        assert!(c.detail.contains("portals"));
+        let c = user_manager_check(Err(Outcome::NoUserManager(
+            "org.freedesktop.systemd1 is not on the session bus".into(),
+        )));
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.detail.contains("not available"), "{}", c.detail);
+        assert!(c.detail.contains("everything else works"), "{}", c.detail);
+        assert!(c.fix.is_some());
+        let c = user_manager_check(Err(Outcome::Failed("timeout".into())));
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.detail.contains("timeout"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod apps;
 pub mod atomic;
+pub mod busproxy;
 pub mod create;
 pub mod dirs;
 pub mod doctor;
@@ -21,6 +22,7 @@ pub mod profile;
 pub mod recipe;
 pub mod resolve;
 pub mod sandbox;
+pub mod scope;
 pub mod seccomp;
 pub mod storage;
 pub mod xauth;

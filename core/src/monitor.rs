@@ -142,12 +142,21 @@ fn unblock_signals(cmd: &mut Command) {
     }
 }
 
-/// Starts xdg-dbus-proxy and waits until its socket accepts connections.
+/// The `doppel-bus-proxy` program: beside this one (an install or a build tree), else on PATH.
+pub fn bus_proxy_program() -> Option<std::path::PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("doppel-bus-proxy")))
+        .filter(|p| p.is_file())
+        .or_else(|| apps::which("doppel-bus-proxy"))
+}
+
+/// Starts Doppel's session-bus proxy and waits until its socket accepts connections.
 fn start_proxy(plan: &crate::plan::BusProxyPlan) -> Result<(Child, OwnedFd), RunError> {
-    let exe = apps::which("xdg-dbus-proxy").ok_or(RunError::ToolMissing {
-        tool: "xdg-dbus-proxy",
-        fix: "install it (Debian/Ubuntu: sudo apt install xdg-dbus-proxy), or run without a \
-              session bus",
+    let exe = bus_proxy_program().ok_or(RunError::ToolMissing {
+        tool: "doppel-bus-proxy",
+        fix: "it is part of Doppel: reinstall Doppel, or build the whole workspace \
+              (cargo build --workspace) when running from a checkout",
     })?;
     let _ = fs::remove_file(&plan.socket);
     // The proxy writes one byte on this pipe when ready, and exits when our end closes.
@@ -157,8 +166,10 @@ fn start_proxy(plan: &crate::plan::BusProxyPlan) -> Result<(Child, OwnedFd), Run
     let mut cmd = Command::new(exe);
     cmd.arg(&plan.upstream)
         .arg(&plan.socket)
-        .arg("--filter")
         .args(&plan.rules)
+        .arg(format!("--suffix={}", plan.suffix))
+        .arg(format!("--label={}", plan.label))
+        .arg(format!("--desktop-entry={}", plan.desktop_entry))
         .arg(format!("--fd={wfd}"))
         .stdin(Stdio::null());
     // SAFETY: the closure only clears FD_CLOEXEC on one fd, which is async-signal-safe.
@@ -174,7 +185,7 @@ fn start_proxy(plan: &crate::plan::BusProxyPlan) -> Result<(Child, OwnedFd), Run
     unblock_signals(&mut cmd);
     let mut child = cmd
         .spawn()
-        .map_err(|e| RunError::Proxy(format!("cannot start xdg-dbus-proxy: {e}")))?;
+        .map_err(|e| RunError::Proxy(format!("cannot start doppel-bus-proxy: {e}")))?;
     drop(ready_w);
     let mut fds = [PollFd::new(ready_r.as_fd(), PollFlags::POLLIN)];
     let ready = poll(&mut fds, PollTimeout::from(5000u16)).unwrap_or(0) > 0 && {
@@ -185,7 +196,7 @@ fn start_proxy(plan: &crate::plan::BusProxyPlan) -> Result<(Child, OwnedFd), Run
         let _ = child.kill();
         let _ = child.wait();
         return Err(RunError::Proxy(format!(
-            "xdg-dbus-proxy did not become ready (bus {})",
+            "doppel-bus-proxy did not become ready (bus {}); check that the session bus runs",
             plan.upstream
         )));
     }
@@ -408,6 +419,13 @@ pub fn run(
             id: profile.id.to_string(),
         });
     }
+    // Portals take the clone's app id from its scope only if the launcher with that id exists;
+    // profiles made before launchers existed have none.
+    if !crate::launcher::desktop_file(dirs, &profile.id).exists() {
+        for w in crate::launcher::refresh(dirs, profile) {
+            notice(&format!("warning: {w}"));
+        }
+    }
     opts.storage = crate::storage::prepare(dirs, profile)?;
     let result = SandboxPlan::build(dirs, profile, recipe, &host, &opts)
         .map_err(RunError::from)
@@ -440,6 +458,17 @@ fn run_prepared(
             call: "prctl(PR_SET_CHILD_SUBREAPER)",
             source: nix::Error::last(),
         });
+    }
+
+    // Into the clone's own systemd scope before the proxy, pasta and the app start, so they
+    // inherit it and portals see the clone as its own app (see scope.rs). Without a user
+    // manager the clone runs the same; `doppel doctor` says what that means.
+    let app_id = crate::launcher::launcher_id(&profile.id);
+    let description = format!("{} — Doppel", profile.label());
+    if let crate::scope::Outcome::Failed(e) = crate::scope::enter(&app_id, &description) {
+        notice(&format!(
+            "warning: portals will not see this clone as its own app: {e}"
+        ));
     }
 
     let mut helpers: HashSet<i32> = HashSet::new();

@@ -49,6 +49,12 @@ pub struct BusProxyPlan {
     pub socket: PathBuf,
     /// Rules as `xdg-dbus-proxy` arguments (`--own=…`, `--talk=…`, …).
     pub rules: Vec<String>,
+    /// The name element that makes the clone's own bus names unique to the profile.
+    pub suffix: String,
+    /// The profile's display name, for its notifications.
+    pub label: String,
+    /// The profile's launcher (desktop-entry id), for its notifications.
+    pub desktop_entry: String,
 }
 
 /// Host-side preparation before the sandbox starts.
@@ -422,6 +428,9 @@ impl SandboxPlan {
                 upstream: upstream.clone(),
                 socket,
                 rules: bus_rules(recipe),
+                suffix: crate::busproxy::names::suffix_for(profile.id.as_str()),
+                label: profile.label(),
+                desktop_entry: crate::launcher::launcher_id(&profile.id),
             }
         });
 

@@ -77,6 +77,14 @@ pub fn staged() -> &'static Staged {
         fs::create_dir_all(share.join("doppel/profiles")).unwrap();
         let doppel = dir.join("doppel");
         fs::copy(&src, &doppel).unwrap();
+        // The session-bus proxy the monitor starts, found beside `doppel`.
+        let proxy = build_dir().join("doppel-bus-proxy");
+        assert!(
+            proxy.exists(),
+            "{} is missing: build the workspace first",
+            proxy.display()
+        );
+        fs::copy(&proxy, dir.join("doppel-bus-proxy")).unwrap();
         for e in fs::read_dir(workspace_root().join("profiles")).unwrap() {
             let e = e.unwrap();
             fs::copy(e.path(), share.join("doppel/profiles").join(e.file_name())).unwrap();

@@ -1,0 +1,1018 @@
+//! The proxy's loop: one poll over the listening socket and both ends of every client
+//! connection. Authentication passes through untouched (the bus judges the credentials, which
+//! are the same person's on both sides); from `BEGIN` on, every message is framed, judged by
+//! the policy, renamed where it names a renamed name, and passed on with its file descriptors.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use zbus::message::{Flags, Message, Type};
+
+use super::frame::{self, FrameError};
+use super::names::{self, Names};
+use super::owners::Owners;
+use super::policy::{Level, Policy};
+
+const DRIVER: &str = "org.freedesktop.DBus";
+
+/// What the proxy is told at start.
+pub struct Config {
+    pub policy: Policy,
+    /// The name element appended to names the clone owns (`Doppel_work`).
+    pub suffix: String,
+    /// The profile's display name for notifications ("Telegram Desktop (Work)").
+    pub label: Option<String>,
+    /// The profile's desktop-entry id for notifications' `desktop-entry` hint.
+    pub desktop_entry: Option<String>,
+    /// Print every refusal on stderr.
+    pub log: bool,
+}
+
+/// Bytes (and descriptors) waiting to be written to one side.
+struct Out {
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    sent: usize,
+}
+
+/// One side of a client connection.
+struct Side {
+    sock: UnixStream,
+    rbuf: Vec<u8>,
+    rfds: VecDeque<OwnedFd>,
+    out: VecDeque<Out>,
+    closed: bool,
+}
+
+impl Side {
+    fn new(sock: UnixStream) -> io::Result<Self> {
+        sock.set_nonblocking(true)?;
+        Ok(Self {
+            sock,
+            rbuf: Vec::new(),
+            rfds: VecDeque::new(),
+            out: VecDeque::new(),
+            closed: false,
+        })
+    }
+
+    fn queue(&mut self, bytes: Vec<u8>, fds: Vec<OwnedFd>) {
+        self.out.push_back(Out {
+            bytes,
+            fds,
+            sent: 0,
+        });
+    }
+
+    /// Reads what is there; false once the peer has gone.
+    fn fill(&mut self) -> bool {
+        let mut buf = [0u8; 65536];
+        loop {
+            let mut cmsg = nix::cmsg_space!([RawFd; 64]);
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let r = recvmsg::<()>(
+                self.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            );
+            match r {
+                Ok(msg) => {
+                    let n = msg.bytes;
+                    if let Ok(cmsgs) = msg.cmsgs() {
+                        for c in cmsgs {
+                            if let ControlMessageOwned::ScmRights(fds) = c {
+                                // SAFETY: the kernel just gave us these descriptors; nothing
+                                // else owns them.
+                                self.rfds.extend(fds.into_iter().map(|fd| unsafe {
+                                    <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+                                }));
+                            }
+                        }
+                    }
+                    if n == 0 {
+                        return false;
+                    }
+                    self.rbuf.extend_from_slice(&buf[..n]);
+                    if n < buf.len() {
+                        return true;
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN) => return true,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Writes what it can; false on a write error.
+    fn flush(&mut self) -> bool {
+        while let Some(o) = self.out.front_mut() {
+            let raw: Vec<RawFd> = o.fds.iter().map(AsRawFd::as_raw_fd).collect();
+            let iov = [IoSlice::new(&o.bytes[o.sent..])];
+            let cmsg = [ControlMessage::ScmRights(&raw)];
+            let cmsgs: &[ControlMessage] = if o.sent == 0 && !raw.is_empty() {
+                &cmsg
+            } else {
+                &[]
+            };
+            match sendmsg::<()>(
+                self.sock.as_raw_fd(),
+                &iov,
+                cmsgs,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(n) => {
+                    if n > 0 && o.sent == 0 {
+                        // The descriptors went with the first byte; ours can close.
+                        o.fds.clear();
+                    }
+                    o.sent += n;
+                    if o.sent >= o.bytes.len() {
+                        self.out.pop_front();
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN) => return true,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// What a reply from the bus is to a call of the client's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Plain,
+    /// A call to a name the client may talk to: its answerer may be talked to as well.
+    Talked,
+    Hello,
+    /// ListNames / ListActivatableNames: only the names the client may see.
+    Names,
+}
+
+/// The verdict on one message.
+enum Verdict {
+    Pass,
+    Replace(Message),
+    /// Refused; the error (for a call expecting a reply) goes back to the client.
+    Refuse(Option<Message>),
+    /// Answered by the proxy itself.
+    Answer(Message),
+}
+
+struct Client {
+    app: Side,
+    bus: Side,
+    begun: bool,
+    unique: Option<String>,
+    host_pid: Option<u32>,
+    names: Names,
+    /// The client's calls awaiting a reply, by serial.
+    pending: HashMap<u32, Pending>,
+    /// Calls to the client awaiting its reply: (caller, serial).
+    incoming: HashSet<(String, u32)>,
+    /// Peers the client has had replies from, and the level of the name it called them by.
+    learned: HashMap<String, Level>,
+}
+
+/// Serves clients on `listener` until `stop` (a pipe's write end) reports its reader gone.
+pub fn serve(
+    listener: UnixListener,
+    upstream: &str,
+    cfg: &Config,
+    owners: &Owners,
+    stop: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let path = upstream_path(upstream)?;
+    let mut clients: Vec<Client> = Vec::new();
+    loop {
+        let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        if let Some(s) = stop {
+            fds.push(PollFd::new(s, PollFlags::empty()));
+        }
+        let base = fds.len();
+        for c in &clients {
+            for side in [&c.app, &c.bus] {
+                let mut f = PollFlags::POLLIN;
+                if !side.out.is_empty() {
+                    f |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(side.sock.as_fd(), f));
+            }
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let revents: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        drop(fds);
+        if stop.is_some() && !revents[1].is_empty() {
+            return Ok(());
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let (ra, rb) = (revents[base + 2 * i], revents[base + 2 * i + 1]);
+            let bad = PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL;
+            if ra.intersects(PollFlags::POLLIN | bad) && !c.app.fill() {
+                c.app.closed = true;
+            }
+            if rb.intersects(PollFlags::POLLIN | bad) && !c.bus.fill() {
+                c.bus.closed = true;
+            }
+            if let Err(e) = c.pump(cfg, owners) {
+                if cfg.log {
+                    eprintln!("doppel-bus-proxy: dropping a client: {e}");
+                }
+                c.app.closed = true;
+            }
+            if !c.app.flush() {
+                c.app.closed = true;
+            }
+            if !c.bus.flush() {
+                c.bus.closed = true;
+            }
+        }
+        // A client whose either side is gone is done, once what it sent has been written.
+        clients.retain(|c| !(c.app.closed || (c.bus.closed && c.app.out.is_empty())));
+        if revents[0].contains(PollFlags::POLLIN) {
+            loop {
+                match listener.accept() {
+                    Ok((sock, _)) => match accept(sock, &path, cfg) {
+                        Ok(c) => clients.push(c),
+                        Err(e) => eprintln!("doppel-bus-proxy: cannot reach the session bus: {e}"),
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Where `unix:path=…` or `unix:abstract=…` points.
+pub enum Upstream {
+    Path(std::path::PathBuf),
+    Abstract(Vec<u8>),
+}
+
+/// Undoes the `%xx` escaping of D-Bus address values.
+fn unescape(v: &str) -> Vec<u8> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = (b[i] == b'%')
+            .then(|| b.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(x) => {
+                out.push(x);
+                i += 3;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Reads a D-Bus address of the kinds a session bus has (`unix:path=`, `unix:abstract=`); the
+/// first usable one of a `;`-separated list.
+pub fn upstream_path(address: &str) -> io::Result<Upstream> {
+    use std::os::unix::ffi::OsStringExt;
+    for a in address.split(';') {
+        let Some(params) = a.strip_prefix("unix:") else {
+            continue;
+        };
+        for kv in params.split(',') {
+            if let Some(p) = kv.strip_prefix("path=") {
+                return Ok(Upstream::Path(
+                    std::ffi::OsString::from_vec(unescape(p)).into(),
+                ));
+            }
+            if let Some(p) = kv.strip_prefix("abstract=") {
+                return Ok(Upstream::Abstract(unescape(p)));
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("the session bus address {address:?} has no unix:path= or unix:abstract= part"),
+    ))
+}
+
+fn connect(up: &Upstream) -> io::Result<UnixStream> {
+    match up {
+        Upstream::Path(p) => UnixStream::connect(p),
+        Upstream::Abstract(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            UnixStream::connect_addr(&addr)
+        }
+    }
+}
+
+fn accept(sock: UnixStream, up: &Upstream, cfg: &Config) -> io::Result<Client> {
+    let host_pid = nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::PeerCredentials)
+        .ok()
+        .and_then(|c| u32::try_from(c.pid()).ok())
+        .filter(|p| *p > 0);
+    let bus = connect(up)?;
+    Ok(Client {
+        app: Side::new(sock)?,
+        bus: Side::new(bus)?,
+        begun: false,
+        unique: None,
+        host_pid,
+        names: Names::new(&cfg.suffix, host_pid),
+        pending: HashMap::new(),
+        incoming: HashSet::new(),
+        learned: HashMap::new(),
+    })
+}
+
+fn err(e: impl std::fmt::Display) -> FrameError {
+    FrameError(e.to_string())
+}
+
+impl Client {
+    /// Moves every complete unit (auth line or message) across, both ways.
+    fn pump(&mut self, cfg: &Config, owners: &Owners) -> Result<(), FrameError> {
+        if !self.begun {
+            self.auth()?;
+            // The bus answers the authentication lines as they come.
+            let bytes = std::mem::take(&mut self.bus.rbuf);
+            if !bytes.is_empty() {
+                self.app.queue(bytes, Vec::new());
+            }
+            if !self.begun {
+                return Ok(());
+            }
+        }
+        while let Some((msg, fds)) = take_message(&mut self.app)? {
+            let verdict = self.judge_outgoing(&msg, cfg, owners)?;
+            self.apply(verdict, msg, fds, true);
+        }
+        while let Some((msg, fds)) = take_message(&mut self.bus)? {
+            let verdict = self.judge_incoming(&msg, cfg, owners)?;
+            self.apply(verdict, msg, fds, false);
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, v: Verdict, msg: Message, fds: Vec<OwnedFd>, from_app: bool) {
+        let (to, back) = if from_app {
+            (&mut self.bus, &mut self.app)
+        } else {
+            (&mut self.app, &mut self.bus)
+        };
+        match v {
+            Verdict::Pass => to.queue(msg.data().to_vec(), fds),
+            // A rewritten message must announce the descriptors that go with it; one that does
+            // not (rebuilt without them) goes out as it came instead.
+            Verdict::Replace(m) if m.header().unix_fds().unwrap_or(0) as usize == fds.len() => {
+                to.queue(m.data().to_vec(), fds)
+            }
+            Verdict::Replace(_) => to.queue(msg.data().to_vec(), fds),
+            Verdict::Refuse(reply) => {
+                if let Some(r) = reply {
+                    back.queue(r.data().to_vec(), Vec::new());
+                }
+            }
+            Verdict::Answer(r) => back.queue(r.data().to_vec(), Vec::new()),
+        }
+    }
+
+    /// Passes authentication lines from the client to the bus until `BEGIN`.
+    fn auth(&mut self) -> Result<(), FrameError> {
+        while let Some(end) = self.app.rbuf.windows(2).position(|w| w == b"\r\n") {
+            let line: Vec<u8> = self.app.rbuf.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&line);
+            let begin = text.trim_start_matches('\0').trim_end() == "BEGIN";
+            self.bus.queue(line, Vec::new());
+            if begin {
+                self.begun = true;
+                return Ok(());
+            }
+        }
+        if self.app.rbuf.len() > 16384 {
+            return Err(FrameError("authentication line too long".into()));
+        }
+        Ok(())
+    }
+
+    fn refuse(&self, msg: &Message, name: &str, text: &str, cfg: &Config) -> Verdict {
+        if cfg.log {
+            let h = msg.header();
+            eprintln!(
+                "doppel-bus-proxy: refused {:?} {}.{} to {}: {text}",
+                msg.message_type(),
+                h.interface().map(|i| i.as_str()).unwrap_or("-"),
+                h.member().map(|m| m.as_str()).unwrap_or("-"),
+                h.destination().map(|d| d.as_str()).unwrap_or("-"),
+            );
+        }
+        if msg.message_type() != Type::MethodCall
+            || msg
+                .primary_header()
+                .flags()
+                .contains(Flags::NoReplyExpected)
+        {
+            return Verdict::Refuse(None);
+        }
+        Verdict::Refuse(self.error_reply(msg, name, text))
+    }
+
+    /// An error from "the bus" to the client's call `msg`.
+    fn error_reply(&self, msg: &Message, name: &str, text: &str) -> Option<Message> {
+        let header = msg.header();
+        let mut b = Message::error(&header, name).ok()?.sender(DRIVER).ok()?;
+        if let Some(u) = &self.unique {
+            b = b.destination(u.clone()).ok()?;
+        }
+        b.build(&(text,)).ok()
+    }
+
+    fn answer<B>(&self, msg: &Message, body: &B) -> Option<Message>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+    {
+        let header = msg.header();
+        let mut b = Message::method_return(&header).ok()?.sender(DRIVER).ok()?;
+        if let Some(u) = &self.unique {
+            b = b.destination(u.clone()).ok()?;
+        }
+        b.build(body).ok()
+    }
+
+    /// The level the client has towards the peer or name `dest`.
+    fn level_of(&self, dest: &str, cfg: &Config, owners: &Owners) -> Level {
+        if Some(dest) == self.unique.as_deref() {
+            return Level::Own;
+        }
+        if dest.starts_with(':') {
+            let known = owners.level(dest, &cfg.policy);
+            let learned = self.learned.get(dest).copied().unwrap_or_default();
+            return known.max(learned);
+        }
+        cfg.policy.level(dest)
+    }
+
+    /// A message from the client.
+    fn judge_outgoing(
+        &mut self,
+        msg: &Message,
+        cfg: &Config,
+        owners: &Owners,
+    ) -> Result<Verdict, FrameError> {
+        let h = msg.header();
+        let serial = frame::serial(msg).get();
+        let expects_reply = !msg
+            .primary_header()
+            .flags()
+            .contains(Flags::NoReplyExpected);
+        match msg.message_type() {
+            Type::MethodCall => {
+                let Some(dest) = h.destination().map(|d| d.to_string()) else {
+                    return Ok(self.refuse(
+                        msg,
+                        "org.freedesktop.DBus.Error.AccessDenied",
+                        "a call needs a destination",
+                        cfg,
+                    ));
+                };
+                if dest == DRIVER {
+                    return self.driver_call(msg, cfg, owners);
+                }
+                let iface = h.interface().map(|i| i.to_string());
+                let member = h.member().map(|m| m.to_string());
+                let path = h.path().map(|p| p.to_string());
+                let allowed = if dest.starts_with(':') {
+                    self.level_of(&dest, cfg, owners) >= Level::Talk
+                        || owners.names(&dest).iter().any(|n| {
+                            cfg.policy.may_call(
+                                n,
+                                iface.as_deref(),
+                                member.as_deref(),
+                                path.as_deref(),
+                            )
+                        })
+                } else {
+                    cfg.policy.level(&dest) == Level::Own
+                        || cfg.policy.may_call(
+                            &dest,
+                            iface.as_deref(),
+                            member.as_deref(),
+                            path.as_deref(),
+                        )
+                };
+                if !allowed {
+                    return Ok(self.refuse(
+                        msg,
+                        "org.freedesktop.DBus.Error.AccessDenied",
+                        &format!("Doppel's sandbox does not let this app call {dest}"),
+                        cfg,
+                    ));
+                }
+                if expects_reply {
+                    let talked = self.level_of(&dest, cfg, owners) >= Level::Talk;
+                    self.pending.insert(
+                        serial,
+                        if talked {
+                            Pending::Talked
+                        } else {
+                            Pending::Plain
+                        },
+                    );
+                }
+                let notify = dest == "org.freedesktop.Notifications"
+                    && member.as_deref() == Some("Notify")
+                    && iface
+                        .as_deref()
+                        .map_or(true, |i| i == "org.freedesktop.Notifications");
+                if notify {
+                    if let Some(m) = self.label_notification(msg, cfg) {
+                        return Ok(Verdict::Replace(m));
+                    }
+                }
+                Ok(self.rename_out(msg, &dest))
+            }
+            Type::MethodReturn | Type::Error => {
+                let to = h.destination().map(|d| d.to_string()).unwrap_or_default();
+                let Some(rs) = h.reply_serial() else {
+                    return Ok(Verdict::Refuse(None));
+                };
+                if self.incoming.remove(&(to, rs.get())) {
+                    Ok(self
+                        .rename_body_out(msg)
+                        .map_or(Verdict::Pass, Verdict::Replace))
+                } else {
+                    Ok(self.refuse(msg, "", "a reply to no call", cfg))
+                }
+            }
+            Type::Signal => match h.destination() {
+                None => Ok(self
+                    .rename_body_out(msg)
+                    .map_or(Verdict::Pass, Verdict::Replace)),
+                Some(d) => {
+                    let d = d.to_string();
+                    if self.level_of(&d, cfg, owners) >= Level::Talk {
+                        Ok(self.rename_out(msg, &d))
+                    } else {
+                        Ok(self.refuse(msg, "", "a signal to a peer it may not talk to", cfg))
+                    }
+                }
+            },
+        }
+    }
+
+    /// A call to the bus itself.
+    fn driver_call(
+        &mut self,
+        msg: &Message,
+        cfg: &Config,
+        owners: &Owners,
+    ) -> Result<Verdict, FrameError> {
+        let h = msg.header();
+        let serial = frame::serial(msg).get();
+        let iface = h.interface().map(|i| i.to_string()).unwrap_or_default();
+        let member = h.member().map(|m| m.to_string()).unwrap_or_default();
+        let denied = |s: &Self, why: &str| {
+            s.refuse(msg, "org.freedesktop.DBus.Error.AccessDenied", why, cfg)
+        };
+        if !matches!(
+            iface.as_str(),
+            "" | DRIVER
+                | "org.freedesktop.DBus.Peer"
+                | "org.freedesktop.DBus.Introspectable"
+                | "org.freedesktop.DBus.Properties"
+        ) {
+            // org.freedesktop.DBus.Monitoring (BecomeMonitor), .Debug.Stats, .Verbose …
+            return Ok(denied(
+                self,
+                &format!("{iface} is not available in Doppel's sandbox"),
+            ));
+        }
+        let pending = match member.as_str() {
+            "Hello" => Pending::Hello,
+            "ListNames" | "ListActivatableNames" => Pending::Names,
+            "GetId" | "Ping" | "GetMachineId" | "Introspect" | "Get" | "GetAll" | "Features" => {
+                Pending::Plain
+            }
+            "AddMatch" | "RemoveMatch" => {
+                let (rule,): (String,) = msg.body().deserialize().map_err(err)?;
+                if names::is_eavesdrop_rule(&rule) {
+                    return Ok(denied(
+                        self,
+                        "eavesdropping is not allowed in Doppel's sandbox",
+                    ));
+                }
+                let pol = &cfg.policy;
+                let names = &mut self.names;
+                let new = names::rewrite_match_rule(&rule, &mut |v| {
+                    (pol.level(v) == Level::Own).then(|| names.to_host(v))
+                });
+                self.pending.insert(serial, Pending::Plain);
+                if new != rule {
+                    return Ok(self
+                        .rebuild(msg, &(new,))
+                        .map_or(Verdict::Pass, Verdict::Replace));
+                }
+                return Ok(Verdict::Pass);
+            }
+            "RequestName" | "ReleaseName" => {
+                let (name, flags): (String, Option<u32>) = if member == "RequestName" {
+                    let (n, f): (String, u32) = msg.body().deserialize().map_err(err)?;
+                    (n, Some(f))
+                } else {
+                    let (n,): (String,) = msg.body().deserialize().map_err(err)?;
+                    (n, None)
+                };
+                if cfg.policy.level(&name) != Level::Own {
+                    return Ok(denied(
+                        self,
+                        &format!("Doppel's sandbox does not let this app own {name}"),
+                    ));
+                }
+                let host = self.names.to_host(&name);
+                self.pending.insert(serial, Pending::Plain);
+                let rebuilt = match flags {
+                    Some(f) => self.rebuild(msg, &(host, f)),
+                    None => self.rebuild(msg, &(host,)),
+                };
+                return Ok(rebuilt.map_or(Verdict::Pass, Verdict::Replace));
+            }
+            "GetNameOwner"
+            | "NameHasOwner"
+            | "StartServiceByName"
+            | "ListQueuedOwners"
+            | "GetConnectionUnixUser"
+            | "GetConnectionUnixProcessID"
+            | "GetConnectionCredentials" => {
+                let body = msg.body();
+                let name: String = match member.as_str() {
+                    "StartServiceByName" => body.deserialize::<(String, u32)>().map_err(err)?.0,
+                    _ => body.deserialize::<(String,)>().map_err(err)?.0,
+                };
+                let need = if member == "StartServiceByName" {
+                    Level::Talk
+                } else {
+                    Level::See
+                };
+                if self.level_of(&name, cfg, owners) < need {
+                    let v = match member.as_str() {
+                        "NameHasOwner" => self.answer(msg, &(false,)).map(Verdict::Answer),
+                        "StartServiceByName" => Some(self.refuse(
+                            msg,
+                            "org.freedesktop.DBus.Error.ServiceUnknown",
+                            &format!("The name {name} was not provided by any .service files"),
+                            cfg,
+                        )),
+                        _ => Some(self.refuse(
+                            msg,
+                            "org.freedesktop.DBus.Error.NameHasNoOwner",
+                            &format!("Could not get owner of name '{name}': no such name"),
+                            cfg,
+                        )),
+                    };
+                    return Ok(v.unwrap_or(Verdict::Refuse(None)));
+                }
+                self.pending.insert(serial, Pending::Plain);
+                if cfg.policy.level(&name) == Level::Own && !name.starts_with(':') {
+                    let host = self.names.to_host(&name);
+                    let rebuilt = if member == "StartServiceByName" {
+                        let (_, f): (String, u32) = msg.body().deserialize().map_err(err)?;
+                        self.rebuild(msg, &(host, f))
+                    } else {
+                        self.rebuild(msg, &(host,))
+                    };
+                    return Ok(rebuilt.map_or(Verdict::Pass, Verdict::Replace));
+                }
+                return Ok(Verdict::Pass);
+            }
+            // BecomeMonitor, UpdateActivationEnvironment, ReloadConfig, GetAdtAuditSessionData, …
+            other => {
+                return Ok(denied(
+                    self,
+                    &format!("{other} is not available in Doppel's sandbox"),
+                ))
+            }
+        };
+        if !msg
+            .primary_header()
+            .flags()
+            .contains(Flags::NoReplyExpected)
+        {
+            self.pending.insert(serial, pending);
+        }
+        Ok(Verdict::Pass)
+    }
+
+    /// The same message with another body (same header, serial and flags).
+    fn rebuild<B>(&self, msg: &Message, body: &B) -> Option<Message>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+    {
+        let header = msg.header().to_owned();
+        zbus::message::Builder::from(header).build(body).ok()
+    }
+
+    /// Notify with the profile's name as the app name and its launcher as `desktop-entry`.
+    fn label_notification(&self, msg: &Message, cfg: &Config) -> Option<Message> {
+        type Notify = (
+            String,
+            u32,
+            String,
+            String,
+            String,
+            Vec<String>,
+            HashMap<String, zbus::zvariant::OwnedValue>,
+            i32,
+        );
+        let (app, id, icon, summary, body, actions, mut hints, timeout): Notify =
+            msg.body().deserialize().ok()?;
+        let app = cfg.label.clone().unwrap_or(app);
+        if let Some(d) = &cfg.desktop_entry {
+            hints.insert(
+                "desktop-entry".into(),
+                zbus::zvariant::Value::from(d.as_str())
+                    .try_to_owned()
+                    .ok()?,
+            );
+        }
+        if let Some(pid) = self.host_pid {
+            // The PID the app knows is its PID inside the sandbox; the server wants a real one.
+            hints.insert(
+                "sender-pid".into(),
+                zbus::zvariant::Value::from(i64::from(pid))
+                    .try_to_owned()
+                    .ok()?,
+            );
+        }
+        let header = msg.header().to_owned();
+        zbus::message::Builder::from(header)
+            .build(&(app, id, icon, summary, body, actions, hints, timeout))
+            .ok()
+    }
+
+    /// A call or signal to `dest`, with a renamed destination and renamed names in its body.
+    fn rename_out(&mut self, msg: &Message, dest: &str) -> Verdict {
+        let host_dest = self.names.host_of(dest).map(str::to_owned);
+        let body = self.rename_body(msg, true);
+        if host_dest.is_none() && body.is_none() {
+            return Verdict::Pass;
+        }
+        let base = body.unwrap_or_else(|| msg.clone());
+        let header = base.header().to_owned();
+        let mut b = zbus::message::Builder::from(header);
+        if let Some(d) = host_dest {
+            match b.destination(d) {
+                Ok(nb) => b = nb,
+                Err(_) => return Verdict::Pass,
+            }
+        }
+        let raw = base.body();
+        let sig = base.header().signature().clone();
+        // SAFETY: the body bytes come from a message zbus already read with this signature.
+        match unsafe { b.build_raw_body(raw.data(), sig, Vec::new()) } {
+            Ok(m) => Verdict::Replace(m),
+            Err(_) => Verdict::Pass,
+        }
+    }
+
+    fn rename_body_out(&mut self, msg: &Message) -> Option<Message> {
+        self.rename_body(msg, true)
+    }
+
+    /// The message with top-level string arguments that are renamed names swapped (client
+    /// names to host names going out, back coming in); None when nothing changes.
+    fn rename_body(&self, msg: &Message, out: bool) -> Option<Message> {
+        if self.names.is_empty() {
+            return None;
+        }
+        let data = msg.body();
+        let bytes: &[u8] = data.data();
+        let mut candidates: Vec<&str> = if out {
+            self.names.client_names().collect()
+        } else {
+            self.names.host_names().collect()
+        };
+        candidates.retain(|n| contains(bytes, n.as_bytes()));
+        if candidates.is_empty() {
+            return None;
+        }
+        let s: zbus::zvariant::Structure = data.deserialize().ok()?;
+        let mut changed = false;
+        let fields: Vec<zbus::zvariant::Value> = s
+            .into_fields()
+            .into_iter()
+            .map(|v| match &v {
+                zbus::zvariant::Value::Str(st) => {
+                    let swapped = if out {
+                        self.names.host_of(st.as_str())
+                    } else {
+                        self.names.to_client(st.as_str())
+                    };
+                    match swapped {
+                        Some(n) => {
+                            changed = true;
+                            zbus::zvariant::Value::from(n.to_owned())
+                        }
+                        None => v,
+                    }
+                }
+                _ => v,
+            })
+            .collect();
+        if !changed {
+            return None;
+        }
+        let mut sb = zbus::zvariant::StructureBuilder::new();
+        for f in fields {
+            sb = sb.append_field(f);
+        }
+        let st = sb.build().ok()?;
+        let header = msg.header().to_owned();
+        zbus::message::Builder::from(header).build(&st).ok()
+    }
+
+    /// A message from the bus.
+    fn judge_incoming(
+        &mut self,
+        msg: &Message,
+        cfg: &Config,
+        owners: &Owners,
+    ) -> Result<Verdict, FrameError> {
+        let h = msg.header();
+        let sender = h.sender().map(|s| s.to_string()).unwrap_or_default();
+        match msg.message_type() {
+            Type::MethodReturn | Type::Error => {
+                let Some(rs) = h.reply_serial() else {
+                    return Ok(Verdict::Refuse(None));
+                };
+                let Some(kind) = self.pending.remove(&rs.get()) else {
+                    return Ok(Verdict::Refuse(None));
+                };
+                match kind {
+                    Pending::Hello => {
+                        if let Ok((name,)) = msg.body().deserialize::<(String,)>() {
+                            self.unique = Some(name);
+                        }
+                        Ok(Verdict::Pass)
+                    }
+                    Pending::Names if msg.message_type() == Type::MethodReturn => {
+                        let (all,): (Vec<String>,) = msg.body().deserialize().map_err(err)?;
+                        let seen: Vec<String> = all
+                            .into_iter()
+                            .filter_map(|n| {
+                                if let Some(c) = self.names.to_client(&n) {
+                                    return Some(c.to_owned());
+                                }
+                                (n == DRIVER || self.level_of(&n, cfg, owners) >= Level::See)
+                                    .then_some(n)
+                            })
+                            .collect();
+                        Ok(self
+                            .rebuild(msg, &(seen,))
+                            .map_or(Verdict::Refuse(None), Verdict::Replace))
+                    }
+                    _ => {
+                        if kind == Pending::Talked
+                            && msg.message_type() == Type::MethodReturn
+                            && sender.starts_with(':')
+                        {
+                            // A peer that answered a call the policy allowed may keep talking
+                            // at that level (its signals, for one).
+                            self.learned.entry(sender.clone()).or_insert(Level::Talk);
+                        }
+                        Ok(self
+                            .rename_body(msg, false)
+                            .map_or(Verdict::Pass, Verdict::Replace))
+                    }
+                }
+            }
+            Type::Signal if sender == DRIVER => {
+                let member = h.member().map(|m| m.to_string()).unwrap_or_default();
+                match member.as_str() {
+                    "NameOwnerChanged" => {
+                        let (name, old, new): (String, String, String) =
+                            msg.body().deserialize().map_err(err)?;
+                        if let Some(c) = self.names.to_client(&name).map(str::to_owned) {
+                            return Ok(self
+                                .rebuild(msg, &(c, old, new))
+                                .map_or(Verdict::Refuse(None), Verdict::Replace));
+                        }
+                        if self.level_of(&name, cfg, owners) >= Level::See
+                            || (name.starts_with(':') && self.learned.contains_key(&name))
+                        {
+                            return Ok(Verdict::Pass);
+                        }
+                        Ok(Verdict::Refuse(None))
+                    }
+                    "NameAcquired" | "NameLost" => {
+                        let (name,): (String,) = msg.body().deserialize().map_err(err)?;
+                        match self.names.to_client(&name).map(str::to_owned) {
+                            Some(c) => Ok(self
+                                .rebuild(msg, &(c,))
+                                .map_or(Verdict::Refuse(None), Verdict::Replace)),
+                            None => Ok(Verdict::Pass),
+                        }
+                    }
+                    _ => Ok(Verdict::Pass),
+                }
+            }
+            Type::Signal => {
+                let iface = h.interface().map(|i| i.to_string());
+                let member = h.member().map(|m| m.to_string());
+                let path = h.path().map(|p| p.to_string());
+                let allowed = self.level_of(&sender, cfg, owners) >= Level::Talk
+                    || owners.names(&sender).iter().any(|n| {
+                        cfg.policy.may_receive(
+                            n,
+                            iface.as_deref(),
+                            member.as_deref(),
+                            path.as_deref(),
+                        )
+                    });
+                if !allowed {
+                    return Ok(Verdict::Refuse(None));
+                }
+                Ok(self
+                    .rename_body(msg, false)
+                    .map_or(Verdict::Pass, Verdict::Replace))
+            }
+            Type::MethodCall => {
+                // Calls into the app pass (the tray host, the notification server call back);
+                // the app may answer each once.
+                if !msg
+                    .primary_header()
+                    .flags()
+                    .contains(Flags::NoReplyExpected)
+                {
+                    self.incoming.insert((sender, frame::serial(msg).get()));
+                }
+                let dest = h.destination().map(|d| d.to_string());
+                let back = dest
+                    .as_deref()
+                    .and_then(|d| self.names.to_client(d))
+                    .map(str::to_owned);
+                let body = self.rename_body(msg, false);
+                if back.is_none() && body.is_none() {
+                    return Ok(Verdict::Pass);
+                }
+                let base = body.unwrap_or_else(|| msg.clone());
+                let mut b = zbus::message::Builder::from(base.header().to_owned());
+                if let Some(d) = back {
+                    b = b.destination(d).map_err(err)?;
+                }
+                let sig = base.header().signature().clone();
+                let raw = base.body();
+                // SAFETY: the body bytes come from a message zbus already read with this
+                // signature.
+                let m = unsafe { b.build_raw_body(raw.data(), sig, Vec::new()) }.map_err(err)?;
+                Ok(Verdict::Replace(m))
+            }
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The next whole message on `side`, with its descriptors.
+fn take_message(side: &mut Side) -> Result<Option<(Message, Vec<OwnedFd>)>, FrameError> {
+    let Some(len) = frame::message_len(&side.rbuf)? else {
+        return Ok(None);
+    };
+    if side.rbuf.len() < len {
+        return Ok(None);
+    }
+    let bytes: Vec<u8> = side.rbuf.drain(..len).collect();
+    let msg = frame::parse(bytes)?;
+    let n = msg.header().unix_fds().unwrap_or(0) as usize;
+    if n > side.rfds.len() {
+        return Err(FrameError(format!(
+            "a message with {n} descriptors arrived with {}",
+            side.rfds.len()
+        )));
+    }
+    let fds = side.rfds.drain(..n).collect();
+    Ok(Some((msg, fds)))
+}
