@@ -1454,6 +1454,7 @@ mod tests {
                 TUN,
                 DBUS_PROXY,
                 SESSION_BUS,
+                USER_MANAGER,
                 DISPLAY,
                 "privileged helper"
             ]

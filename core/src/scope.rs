@@ -85,7 +85,7 @@ fn random_suffix() -> String {
 fn connect() -> Result<Connection, Outcome> {
     let conn = zbus::blocking::connection::Builder::session()
         .and_then(|b| b.method_timeout(TIMEOUT).build())
-        .map_err(|e| Outcome::NoUserManager(format!("no session bus to reach it on ({e})")))?;
+        .map_err(|e| Outcome::NoUserManager(format!("no session bus to ask: {e}")))?;
     let reply = conn
         .call_method(
             Some("org.freedesktop.DBus"),
