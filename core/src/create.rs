@@ -86,6 +86,11 @@ pub fn draft(dirs: &Dirs, req: &Request) -> Result<Draft, CreateError> {
         network: req.network.unwrap_or(recipe.network),
         encrypted: req.encrypted,
         auto_lock: req.auto_lock,
+        // Fixed now: an app whose keyring backend changes between runs may lock itself out.
+        keyring: Some(recipe.initial_keyring(
+            std::env::var("XDG_CURRENT_DESKTOP").ok().as_deref(),
+            std::env::var("KDE_SESSION_VERSION").ok().as_deref(),
+        )),
     };
     profile::validate(&profile)?;
     Ok(Draft {

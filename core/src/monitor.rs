@@ -89,10 +89,15 @@ fn prepare(plan: &SandboxPlan, host: &HostFacts) -> Result<(), RunError> {
             .create(d)
             .map_err(io_err("cannot create", d))?;
     }
-    for f in &plan.prepare.remove {
+    for f in plan
+        .prepare
+        .remove
+        .iter()
+        .flat_map(|p| crate::plan::stale_lock_files(p))
+    {
         // Only files and symlinks: a recipe's lock path never removes a directory.
-        if fs::symlink_metadata(f).is_ok_and(|m| !m.is_dir()) {
-            fs::remove_file(f).map_err(io_err("cannot remove stale lock", f))?;
+        if fs::symlink_metadata(&f).is_ok_and(|m| !m.is_dir()) {
+            fs::remove_file(&f).map_err(io_err("cannot remove stale lock", &f))?;
         }
     }
     if let Some((src, display, dst)) = &plan.prepare.xauthority {

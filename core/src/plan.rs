@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::dirs::Dirs;
 use crate::host::HostFacts;
 use crate::profile::{HomeMode, NetworkMode, Profile};
-use crate::recipe::{Recipe, Service};
+use crate::recipe::{self, Keyring, Placeholders, Recipe, Service};
 
 /// One step of building the sandbox's mount tree. Targets are paths as the app sees them;
 /// sources are host paths.
@@ -189,11 +189,6 @@ pub fn bus_rules(recipe: &Recipe) -> Vec<String> {
     if has(Service::Portals) {
         r.push("--talk=org.freedesktop.portal.*".into());
     }
-    if has(Service::Secrets) {
-        r.push("--talk=org.freedesktop.secrets".into());
-        r.push("--talk=org.kde.kwalletd5".into());
-        r.push("--talk=org.kde.kwalletd6".into());
-    }
     if has(Service::Inhibit) {
         r.push("--talk=org.freedesktop.ScreenSaver".into());
     }
@@ -207,14 +202,144 @@ pub fn bus_rules(recipe: &Recipe) -> Vec<String> {
     r
 }
 
-/// Maps a recipe's `~/…` lock path to where it lives for this profile on the host: under a
-/// state directory when one covers it, else in the profile's home (never in the real home).
-fn stale_lock_path(storage: &Storage, home_rel: &str) -> Option<PathBuf> {
-    let rel = home_rel.strip_prefix("~/")?;
-    match &storage.state {
-        Some(state) => Some(state.join(rel)),
-        None => Some(storage.home.join(rel)),
+/// The keyring rule of a profile: its policy's service, if the recipe lets the app use one.
+pub fn keyring_rules(recipe: &Recipe, keyring: Keyring) -> Vec<String> {
+    match keyring.bus_name() {
+        Some(n) if recipe.services.contains(&Service::Secrets) => vec![format!("--talk={n}")],
+        _ => Vec::new(),
     }
+}
+
+/// The window class a profile's windows get where the recipe can set one: the id of the
+/// profile's launcher, so that docks and task bars group the clone under it.
+pub fn window_class(id: &crate::id::ProfileId) -> String {
+    crate::launcher::launcher_id(id)
+}
+
+/// How the app of a profile is installed, as its command line tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Install {
+    /// A program on the host (a distribution package, a tarball).
+    Native,
+    /// `flatpak run … <app_id> …`, the app id being the command's element `at`.
+    Flatpak { app_id: String, at: usize },
+    /// An AppImage file.
+    AppImage { path: PathBuf },
+}
+
+impl Install {
+    /// Recognises a Flatpak (`flatpak run [options] <app-id> …`, as Flatpak's exported desktop
+    /// entries say) or an AppImage (`*.AppImage`, or a name the recipe lists).
+    pub fn of(command: &[String], recipe: &Recipe) -> Self {
+        let Some(program) = command.first() else {
+            return Self::Native;
+        };
+        let name = Path::new(program)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(program);
+        if name == "flatpak" {
+            let run = command.iter().position(|a| a == "run");
+            let app = run.and_then(|r| {
+                command.iter().enumerate().skip(r + 1).find(|(_, a)| {
+                    !a.starts_with('-')
+                        && a.split('.').count() >= 3
+                        && recipe::check_bus_name(a).is_ok()
+                })
+            });
+            if let Some((at, app_id)) = app {
+                return Self::Flatpak {
+                    app_id: app_id.clone(),
+                    at,
+                };
+            }
+        }
+        if name.to_ascii_lowercase().ends_with(".appimage") || recipe.is_appimage_name(name) {
+            return Self::AppImage {
+                path: PathBuf::from(program),
+            };
+        }
+        Self::Native
+    }
+
+    /// Where a recipe path (`~/…`, `$XDG_CONFIG_HOME/…`…) is for this install, relative to
+    /// the home: a Flatpak app's XDG directories and persisted `~/…` paths are under
+    /// `~/.var/app/<id>/`; other apps follow the XDG variables of the clone's environment `env`
+    /// (which only keeps those inside `home`), or the specification's defaults.
+    pub fn home_relative(
+        &self,
+        path: &str,
+        env: &BTreeMap<String, String>,
+        home: &Path,
+        values: &Placeholders<'_>,
+    ) -> Option<PathBuf> {
+        let (base, rest) = recipe::split_recipe_path(path).ok()?;
+        let rest = recipe::expand(rest, values);
+        let dir = match self {
+            Self::Flatpak { app_id, .. } => Path::new(".var/app")
+                .join(app_id)
+                .join(base.in_flatpak_app_dir()),
+            _ => match base.variable().and_then(|v| env.get(v)) {
+                Some(v) => Path::new(v).strip_prefix(home).ok()?.to_owned(),
+                None => PathBuf::from(base.default_in_home()),
+            },
+        };
+        Some(dir.join(rest))
+    }
+
+    /// The directories, relative to the home, that hold the app's account for this install.
+    pub fn state_dirs(
+        &self,
+        recipe: &Recipe,
+        env: &BTreeMap<String, String>,
+        home: &Path,
+        values: &Placeholders<'_>,
+    ) -> Vec<PathBuf> {
+        match self {
+            // Flatpak keeps all of an app's per-user data there.
+            Self::Flatpak { app_id, .. } => vec![Path::new(".var/app").join(app_id)],
+            _ => recipe
+                .state_paths
+                .iter()
+                .filter_map(|p| self.home_relative(p, env, home, values))
+                .collect(),
+        }
+    }
+}
+
+/// The files a stale-lock entry of [`Prepare::remove`] names now: the path itself, or where
+/// an element holds a `*`, every existing path it matches. Reads directories; never follows
+/// a symbolic link to one.
+pub fn stale_lock_files(pattern: &Path) -> Vec<PathBuf> {
+    let mut found = vec![PathBuf::new()];
+    for comp in pattern.components() {
+        let part = comp.as_os_str();
+        let glob = part.to_str().filter(|p| p.contains('*'));
+        let mut next = Vec::new();
+        for base in found {
+            match glob {
+                None => next.push(base.join(part)),
+                Some(g) => {
+                    let Ok(rd) = std::fs::read_dir(&base) else {
+                        continue;
+                    };
+                    let mut names: Vec<PathBuf> = rd
+                        .flatten()
+                        .filter(|e| {
+                            e.file_name()
+                                .to_str()
+                                .is_some_and(|n| recipe::glob_match(g, n))
+                        })
+                        .map(|e| e.path())
+                        .collect();
+                    names.sort();
+                    next.extend(names);
+                }
+            }
+        }
+        found = next;
+    }
+    found
 }
 
 impl SandboxPlan {
@@ -319,29 +444,6 @@ impl SandboxPlan {
             });
         }
 
-        // The home: the profile's own, at the real path, then the host's look-and-feel on top.
-        push_bind(&mut m, &profile_home, &host.home, true, false);
-        // A copy-on-write home shows the real home's files; the app's own account must not be
-        // among them, so each state path gets a fresh per-profile directory on top.
-        let mut state_dirs = Vec::new();
-        if let Some(state) = &storage.state {
-            for sp in &recipe.state_paths {
-                let Some(rel) = sp.strip_prefix("~/") else {
-                    continue;
-                };
-                let src = state.join(rel);
-                state_dirs.push(src.clone());
-                push_bind(&mut m, &src, &host.home.join(rel), true, false);
-            }
-        }
-        for share in &host.home_shares {
-            let p = host.home.join(&share.rel);
-            push_bind(&mut m, &p, &p, false, true);
-        }
-        if let Some(dl) = &host.downloads {
-            push_bind(&mut m, dl, dl, true, true);
-        }
-
         let mut env: BTreeMap<String, String> = host
             .env
             .iter()
@@ -365,15 +467,51 @@ impl SandboxPlan {
             }
         }
 
+        // The home: the profile's own, at the real path, then the host's look-and-feel on top.
+        push_bind(&mut m, &profile_home, &host.home, true, false);
+        // What the recipe's placeholders stand for, and where the app keeps its account.
+        let class = window_class(&profile.id);
+        let keyring = profile.keyring.unwrap_or_default();
+        let values = Placeholders {
+            class: &class,
+            id: profile.id.as_str(),
+            password_store: keyring.password_store(),
+        };
+        let install = Install::of(&profile.command, recipe);
+        let state_rels = install.state_dirs(recipe, &env, &host.home, &values);
+        // A copy-on-write home shows the real home's files; the app's own account must not be
+        // among them, so each state path gets a fresh per-profile directory on top.
+        let mut state_dirs = Vec::new();
+        if let Some(state) = &storage.state {
+            for rel in &state_rels {
+                let src = state.join(rel);
+                state_dirs.push(src.clone());
+                push_bind(&mut m, &src, &host.home.join(rel), true, false);
+            }
+        }
+        for share in &host.home_shares {
+            let p = host.home.join(&share.rel);
+            push_bind(&mut m, &p, &p, false, true);
+        }
+        if let Some(dl) = &host.downloads {
+            push_bind(&mut m, dl, dl, true, true);
+        }
+
         let mut prepare = Prepare {
             dirs: [profile_home.clone(), instance_dir.clone()]
                 .into_iter()
                 .chain(state_dirs)
                 .collect(),
+            // A lock inside a state directory is deleted there; any other in the profile's home
+            // (with a copy-on-write home, that leaves a whiteout over the real home's file).
             remove: recipe
                 .stale_locks
                 .iter()
-                .filter_map(|l| stale_lock_path(&storage, l))
+                .filter_map(|l| install.home_relative(l, &env, &host.home, &values))
+                .map(|rel| match &storage.state {
+                    Some(state) if state_rels.iter().any(|s| rel.starts_with(s)) => state.join(rel),
+                    _ => storage.home.join(rel),
+                })
                 .collect(),
             xauthority: None,
             resolv_conf: None,
@@ -427,7 +565,11 @@ impl SandboxPlan {
             BusProxyPlan {
                 upstream: upstream.clone(),
                 socket,
-                rules: bus_rules(recipe),
+                rules: {
+                    let mut r = bus_rules(recipe);
+                    r.extend(keyring_rules(recipe, keyring));
+                    r
+                },
                 suffix: crate::busproxy::names::suffix_for(profile.id.as_str()),
                 label: profile.label(),
                 desktop_entry: crate::launcher::launcher_id(&profile.id),
@@ -442,19 +584,47 @@ impl SandboxPlan {
             }
         }
 
+        match &install {
+            Install::AppImage { path } => {
+                // The AppImage runtime mounts itself with FUSE through the setuid fusermount,
+                // which no_new_privs disarms; it can unpack itself into the private /tmp instead.
+                env.insert("APPIMAGE_EXTRACT_AND_RUN".into(), "1".into());
+                // One kept in the home is hidden by the profile's home: show it, read-only.
+                if path.starts_with(&host.home) && !host_visible(path, host) {
+                    push_bind(&mut m, path, path, false, false);
+                }
+            }
+            Install::Flatpak { .. } => {
+                // `flatpak run` finds per-user installs in $XDG_DATA_HOME/flatpak, which the
+                // profile's home hides when it is inside the home.
+                let user_installs = dirs.data_home.join("flatpak");
+                if user_installs.starts_with(&host.home) {
+                    push_bind(&mut m, &user_installs, &user_installs, false, true);
+                }
+            }
+            Install::Native => {}
+        }
         for (k, v) in &recipe.env {
-            env.insert(k.clone(), v.clone());
+            env.insert(k.clone(), recipe::expand(v, &values));
         }
 
         let argv = match &opts.command {
             Some(cmd) if !cmd.is_empty() => cmd.clone(),
             Some(_) => return Err(PlanError::NoCommand),
             None => {
-                let (first, rest) = profile.command.split_first().ok_or(PlanError::NoCommand)?;
-                let mut v = vec![first.clone()];
-                // Recipe switches go right after the program: a desktop entry's command may end
-                // in "--", after which everything would be taken for a URL.
-                v.extend(recipe.args.iter().cloned());
+                if profile.command.is_empty() {
+                    return Err(PlanError::NoCommand);
+                }
+                // Recipe switches go right after the program (after the app id for a Flatpak,
+                // whose own options come before it): a desktop entry's command may end in "--",
+                // after which everything would be taken for a URL.
+                let split = match &install {
+                    Install::Flatpak { at, .. } => at + 1,
+                    _ => 1,
+                };
+                let (head, rest) = profile.command.split_at(split.min(profile.command.len()));
+                let mut v = head.to_vec();
+                v.extend(recipe.args.iter().map(|a| recipe::expand(a, &values)));
                 v.extend(rest.iter().cloned());
                 v.extend(opts.extra_args.iter().cloned());
                 v
@@ -582,6 +752,7 @@ mod tests {
             network: NetworkMode::Isolated,
             encrypted: false,
             auto_lock: true,
+            keyring: None,
         }
     }
 
@@ -910,5 +1081,280 @@ mod tests {
         let e = SandboxPlan::build(&dirs(), &pr, &recipe(), &host(), &LaunchOptions::default())
             .unwrap_err();
         assert!(e.to_string().contains("helper"));
+    }
+    fn recipe_from(text: &str) -> Recipe {
+        Recipe::parse("app", Path::new("app.toml"), text).unwrap()
+    }
+
+    fn electron() -> Recipe {
+        recipe_from(
+            r#"
+            name = "Chat"
+            commands = ["chat"]
+            flatpak_ids = ["org.example.Chat"]
+            appimage_names = ["Chat-*.AppImage"]
+            state_paths = ["$XDG_CONFIG_HOME/Chat"]
+            stale_locks = ["$XDG_CONFIG_HOME/Chat/SingletonLock", "~/.chat-{id}.lock"]
+            services = ["display", "secrets"]
+            args = ["--class={class}", "--password-store={password_store}"]
+            [env]
+            MOZ_APP_REMOTINGNAME = "{class}"
+            "#,
+        )
+    }
+
+    fn build_with(
+        recipe: &Recipe,
+        command: &[&str],
+        keyring: Option<Keyring>,
+        host: &HostFacts,
+        overlay: bool,
+    ) -> SandboxPlan {
+        let mut pr = profile();
+        pr.command = command.iter().map(|s| s.to_string()).collect();
+        pr.keyring = keyring;
+        let storage = overlay.then(|| Storage {
+            home: "/run/doppel/1000/work/home".into(),
+            state: Some("/home/ana/.local/share/doppel/profiles/work/state".into()),
+        });
+        if overlay {
+            pr.home = HomeMode::Overlay;
+        }
+        SandboxPlan::build(
+            &dirs(),
+            &pr,
+            recipe,
+            host,
+            &LaunchOptions {
+                storage,
+                extra_args: vec!["chat://x".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn placeholders_give_the_profile_its_window_class_and_keyring_switch() {
+        let p = build_with(
+            &electron(),
+            &["/usr/bin/chat", "%U-gone"],
+            None,
+            &host(),
+            false,
+        );
+        assert_eq!(
+            p.argv,
+            [
+                "/usr/bin/chat",
+                "--class=org.doppel.Doppel.work",
+                "--password-store=basic",
+                "%U-gone",
+                "chat://x"
+            ]
+        );
+        assert_eq!(p.env["MOZ_APP_REMOTINGNAME"], "org.doppel.Doppel.work");
+        assert_eq!(window_class(&profile().id), "org.doppel.Doppel.work");
+        assert!(!p.env.contains_key("APPIMAGE_EXTRACT_AND_RUN"));
+    }
+
+    #[test]
+    fn the_keyring_policy_decides_the_secret_service_rule_and_switch() {
+        let rules = |p: &SandboxPlan| p.bus_proxy.as_ref().unwrap().rules.clone();
+        let none = build_with(&electron(), &["chat"], Some(Keyring::None), &host(), false);
+        assert!(!rules(&none)
+            .iter()
+            .any(|r| r.contains("secrets") || r.contains("kwallet")));
+        let ss = build_with(
+            &electron(),
+            &["chat"],
+            Some(Keyring::SecretService),
+            &host(),
+            false,
+        );
+        assert!(rules(&ss).contains(&"--talk=org.freedesktop.secrets".to_owned()));
+        assert!(!rules(&ss).iter().any(|r| r.contains("kwallet")));
+        assert!(ss
+            .argv
+            .contains(&"--password-store=gnome-libsecret".to_owned()));
+        let kw = build_with(
+            &electron(),
+            &["chat"],
+            Some(Keyring::Kwallet6),
+            &host(),
+            false,
+        );
+        assert_eq!(
+            rules(&kw)
+                .iter()
+                .filter(|r| r.contains("kwallet") || r.contains("secrets"))
+                .collect::<Vec<_>>(),
+            ["--talk=org.kde.kwalletd6"]
+        );
+        assert!(kw.argv.contains(&"--password-store=kwallet6".to_owned()));
+        // An app the recipe does not let use a keyring gets none, whatever the profile says.
+        let mut r = electron();
+        r.services.retain(|s| *s != Service::Secrets);
+        let no = build_with(&r, &["chat"], Some(Keyring::SecretService), &host(), false);
+        assert!(!rules(&no).iter().any(|r| r.contains("secrets")));
+    }
+
+    #[test]
+    fn state_paths_and_locks_follow_the_clones_xdg_dirs() {
+        // Default XDG dirs.
+        let p = build_with(&electron(), &["chat"], None, &host(), true);
+        let state = PathBuf::from("/home/ana/.local/share/doppel/profiles/work/state");
+        assert_eq!(
+            bind_of(&p, "/home/ana/.config/Chat").unwrap().0,
+            state.join(".config/Chat")
+        );
+        assert_eq!(
+            p.prepare.remove,
+            [
+                state.join(".config/Chat/SingletonLock"),
+                // Not in a state path: removed in the (copy-on-write) home, never the real one.
+                PathBuf::from("/run/doppel/1000/work/home/.chat-work.lock"),
+            ]
+        );
+        // A session whose XDG_CONFIG_HOME is elsewhere in the home: the clone keeps it, so the
+        // app's account is there.
+        let mut h = host();
+        h.env.retain(|(k, _)| k != "XDG_CONFIG_HOME");
+        h.env
+            .push(("XDG_CONFIG_HOME".into(), "/home/ana/cfg".into()));
+        let p = build_with(&electron(), &["chat"], None, &h, true);
+        assert_eq!(p.env["XDG_CONFIG_HOME"], "/home/ana/cfg");
+        assert_eq!(
+            bind_of(&p, "/home/ana/cfg/Chat").unwrap().0,
+            state.join("cfg/Chat")
+        );
+        assert!(bind_of(&p, "/home/ana/.config/Chat").is_none());
+        assert_eq!(p.prepare.remove[0], state.join("cfg/Chat/SingletonLock"));
+        // A private home: the locks are in the profile's home.
+        let p = build_with(&electron(), &["chat"], None, &h, false);
+        assert_eq!(
+            p.prepare.remove[0],
+            PathBuf::from(
+                "/home/ana/.local/share/doppel/profiles/work/home/cfg/Chat/SingletonLock"
+            )
+        );
+    }
+
+    #[test]
+    fn a_flatpak_install_runs_through_flatpak_with_its_state_in_var_app() {
+        let cmd = [
+            "/usr/bin/flatpak",
+            "run",
+            "--branch=stable",
+            "--arch=x86_64",
+            "--command=chat",
+            "--file-forwarding",
+            "org.example.Chat",
+            "@@u",
+            "@@",
+        ];
+        let r = electron();
+        assert_eq!(
+            Install::of(&cmd.map(String::from), &r),
+            Install::Flatpak {
+                app_id: "org.example.Chat".into(),
+                at: 6
+            }
+        );
+        let p = build_with(&r, &cmd, None, &host(), true);
+        assert_eq!(
+            p.argv,
+            [
+                "/usr/bin/flatpak",
+                "run",
+                "--branch=stable",
+                "--arch=x86_64",
+                "--command=chat",
+                "--file-forwarding",
+                "org.example.Chat",
+                "--class=org.doppel.Doppel.work",
+                "--password-store=basic",
+                "@@u",
+                "@@",
+                "chat://x"
+            ]
+        );
+        let state = PathBuf::from("/home/ana/.local/share/doppel/profiles/work/state");
+        assert_eq!(
+            bind_of(&p, "/home/ana/.var/app/org.example.Chat")
+                .unwrap()
+                .0,
+            state.join(".var/app/org.example.Chat")
+        );
+        assert!(bind_of(&p, "/home/ana/.config/Chat").is_none());
+        assert_eq!(
+            p.prepare.remove,
+            [
+                state.join(".var/app/org.example.Chat/config/Chat/SingletonLock"),
+                state.join(".var/app/org.example.Chat/.chat-work.lock"),
+            ]
+        );
+        // Per-user Flatpak installs are read from the host, read-only.
+        assert_eq!(
+            bind_of(&p, "/home/ana/.local/share/flatpak"),
+            Some((PathBuf::from("/home/ana/.local/share/flatpak"), false))
+        );
+        // `flatpak` without an app id is just a program.
+        assert_eq!(
+            Install::of(&["flatpak".into(), "list".into()], &r),
+            Install::Native
+        );
+    }
+
+    #[test]
+    fn an_appimage_unpacks_itself_and_is_visible_read_only() {
+        let r = electron();
+        let p = build_with(
+            &r,
+            &["/home/ana/Apps/Chat-2.1.AppImage"],
+            None,
+            &host(),
+            false,
+        );
+        assert_eq!(p.env["APPIMAGE_EXTRACT_AND_RUN"], "1");
+        assert_eq!(
+            bind_of(&p, "/home/ana/Apps/Chat-2.1.AppImage"),
+            Some((PathBuf::from("/home/ana/Apps/Chat-2.1.AppImage"), false))
+        );
+        assert_eq!(p.argv[1], "--class=org.doppel.Doppel.work");
+        // Outside the home it is visible already; a renamed one is known by the recipe's names.
+        assert_eq!(
+            Install::of(&["/opt/Chat-2.1.AppImage".into()], &r),
+            Install::AppImage {
+                path: "/opt/Chat-2.1.AppImage".into()
+            }
+        );
+        let p = build_with(&r, &["/opt/x/other.appimage"], None, &host(), false);
+        assert!(bind_of(&p, "/opt/x/other.appimage").is_none());
+        assert_eq!(p.env["APPIMAGE_EXTRACT_AND_RUN"], "1");
+    }
+
+    #[test]
+    fn stale_lock_patterns_match_only_existing_entries() {
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().join("mozilla/firefox");
+        for d in ["ab.default-esr", "cd.default", "Crash Reports", "plain"] {
+            std::fs::create_dir_all(base.join(d)).unwrap();
+        }
+        std::fs::write(base.join("ab.default-esr/lock"), "").unwrap();
+        std::os::unix::fs::symlink("127.0.0.1:+1", base.join("cd.default/lock")).unwrap();
+        let found = stale_lock_files(&base.join("*.*/lock"));
+        assert_eq!(
+            found,
+            [
+                base.join("ab.default-esr/lock"),
+                base.join("cd.default/lock")
+            ]
+        );
+        assert_eq!(
+            stale_lock_files(&base.join("plain/lock")),
+            [base.join("plain/lock")]
+        );
+        assert!(stale_lock_files(&t.path().join("missing/*.x/lock")).is_empty());
     }
 }

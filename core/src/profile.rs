@@ -100,6 +100,10 @@ pub struct Profile {
     /// Lock the volume when the last process exits.
     #[serde(default = "yes")]
     pub auto_lock: bool,
+    /// What the clone gets for its secrets, chosen when the profile is created and never
+    /// changed (see [`crate::recipe::Keyring`]); profiles from before it existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyring: Option<crate::recipe::Keyring>,
 }
 
 fn yes() -> bool {
@@ -338,6 +342,7 @@ mod tests {
             network: NetworkMode::Isolated,
             encrypted: false,
             auto_lock: true,
+            keyring: None,
         }
     }
 

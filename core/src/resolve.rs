@@ -56,12 +56,16 @@ pub fn resolve(dirs: &Dirs, set: &RecipeSet, spec: &str) -> Result<ResolvedApp, 
         return Err(ResolveError::GenericNeedsApp);
     }
     if let Some(r) = set.recipes.get(spec) {
-        // Prefer the app's own desktop entry (its name, icon and exact command line).
-        if let Some(e) = entries()
-            .into_iter()
-            .find(|e| r.desktop_ids.contains(&e.id) && apps::is_installed(e))
-        {
-            let mut app = from_entry(set, &e);
+        // Prefer the app's own desktop entry (its name, icon and exact command line): a
+        // native one, in the recipe's order, else a Flatpak's.
+        let all = entries();
+        let entry = r
+            .desktop_ids
+            .iter()
+            .chain(&r.flatpak_ids)
+            .find_map(|id| all.iter().find(|e| &e.id == id && apps::is_installed(e)));
+        if let Some(e) = entry {
+            let mut app = from_entry(set, e);
             app.recipe = r.id.clone();
             app.generic = false;
             return Ok(app);
@@ -81,6 +85,7 @@ pub fn resolve(dirs: &Dirs, set: &RecipeSet, spec: &str) -> Result<ResolvedApp, 
             .map(|d| format!("{d}.desktop"))
             .collect();
         looked.extend(r.commands.iter().cloned());
+        looked.extend(r.flatpak_ids.iter().map(|f| format!("the Flatpak {f}")));
         return Err(ResolveError::NotInstalled {
             name: r.name.clone(),
             looked_for: looked.join(", "),
@@ -231,5 +236,35 @@ mod tests {
         );
         let e = resolve(&w.dirs, &w.set, "nothing-called-this").unwrap_err();
         assert!(e.to_string().contains("doppel apps"));
+    }
+    #[test]
+    fn a_recipe_finds_its_flatpak_when_no_native_entry_is_installed() {
+        let w = world();
+        let apps = w.dirs.data_dirs[0].join("applications");
+        fs::write(
+            apps.join("org.example.Flat.desktop"),
+            "[Desktop Entry]\nType=Application\nName=Flat\n\
+             Exec=/bin/sh run --branch=stable org.example.Flat @@u %U @@\nX-Flatpak=org.example.Flat\n",
+        )
+        .unwrap();
+        let recipes = w.dirs.home.join("r");
+        fs::create_dir_all(&recipes).unwrap();
+        fs::write(
+            recipes.join("flat.toml"),
+            "name = \"Flat App\"\ndesktop_ids = [\"flat-native\"]\nflatpak_ids = [\"org.example.Flat\"]\n",
+        )
+        .unwrap();
+        let set = RecipeSet::load_from(&[recipes]);
+        let app = resolve(&w.dirs, &set, "flat").unwrap();
+        assert_eq!(app.recipe, "flat");
+        assert_eq!(app.desktop_id.as_deref(), Some("org.example.Flat"));
+        // Named by its Flatpak id, it gets the recipe too.
+        assert_eq!(
+            resolve(&w.dirs, &set, "org.example.Flat").unwrap().recipe,
+            "flat"
+        );
+        fs::remove_file(apps.join("org.example.Flat.desktop")).unwrap();
+        let e = resolve(&w.dirs, &set, "flat").unwrap_err().to_string();
+        assert!(e.contains("the Flatpak org.example.Flat"), "{e}");
     }
 }
