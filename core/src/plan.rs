@@ -185,6 +185,10 @@ pub fn bus_rules(recipe: &Recipe) -> Vec<String> {
     }
     if has(Service::Tray) {
         r.push("--talk=org.kde.StatusNotifierWatcher".into());
+        // Tray items of libraries that name them after their PID; the proxy puts the host PID
+        // in, so that clones' items do not collide.
+        r.push("--own=org.kde.StatusNotifierItem-*".into());
+        r.push("--own=org.freedesktop.StatusNotifierItem-*".into());
     }
     if has(Service::Portals) {
         r.push("--talk=org.freedesktop.portal.*".into());

@@ -341,6 +341,7 @@ mod tests {
             network: NetworkMode::Isolated,
             encrypted,
             auto_lock: true,
+            keyring: None,
         }
     }
 

@@ -77,7 +77,25 @@ pub fn parse(bytes: Vec<u8>) -> Result<Message, FrameError> {
     // SAFETY: zbus marks this unsafe because the bytes are not known to be valid D-Bus; it
     // checks the header as it reads it and reports what it cannot read as an error. Bodies are
     // read later through its checked deserializer.
-    unsafe { Message::from_bytes(data) }.map_err(|e| FrameError(format!("bad message: {e}")))
+    let msg = unsafe { Message::from_bytes(data) }
+        .map_err(|e| FrameError(format!("bad message: {e}")))?;
+    // zbus checks the header fields when it first reads them, but some malformed encodings
+    // (a field whose value has the wrong D-Bus type) pass that check and make it panic when it
+    // reads them again, which every `header()` call does; found by the fuzzing test below. Read
+    // them once here, where a panic only means "malformed".
+    let readable = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let h = msg.header();
+        (
+            h.path().is_some(),
+            h.interface().is_some(),
+            h.member().is_some(),
+        )
+    }))
+    .is_ok();
+    if !readable {
+        return Err(FrameError("bad message: malformed header field".into()));
+    }
+    Ok(msg)
 }
 
 /// A message's serial.

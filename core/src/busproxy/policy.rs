@@ -18,18 +18,22 @@ pub enum Level {
     Own,
 }
 
-/// A name or a `.*` subtree of names.
+/// A name, a `.*` subtree of names, or (Doppel's addition, for PID-derived names such as
+/// `org.kde.StatusNotifierItem-<pid>-<n>`) a `-*` family: the name followed by `-` and anything
+/// without a dot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct NamePattern {
     name: String,
     subtree: bool,
+    family: bool,
 }
 
 impl NamePattern {
     fn parse(s: &str) -> Result<Self, RuleError> {
-        let (name, subtree) = match s.strip_suffix(".*") {
-            Some(n) => (n, true),
-            None => (s, false),
+        let (name, subtree, family) = match (s.strip_suffix(".*"), s.strip_suffix("-*")) {
+            (Some(n), _) => (n, true, false),
+            (None, Some(n)) => (n, false, true),
+            (None, None) => (s, false, false),
         };
         if !valid_bus_name(name) || name.starts_with(':') {
             return Err(RuleError(format!("{s:?} is not a well-known bus name")));
@@ -37,10 +41,17 @@ impl NamePattern {
         Ok(Self {
             name: name.to_owned(),
             subtree,
+            family,
         })
     }
 
     fn matches(&self, name: &str) -> bool {
+        if self.family {
+            return name
+                .strip_prefix(self.name.as_str())
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('.'));
+        }
         name == self.name
             || (self.subtree
                 && name.len() > self.name.len()
@@ -269,6 +280,12 @@ mod tests {
         assert_eq!(p.level("org.telegram.desktopx"), Level::None);
         assert_eq!(p.level("org.example.Seen"), Level::See);
         assert_eq!(p.level("org.other"), Level::None);
+        let sni = policy(&["--own=org.kde.StatusNotifierItem-*"]);
+        assert_eq!(sni.level("org.kde.StatusNotifierItem-2-1"), Level::Own);
+        assert_eq!(sni.level("org.kde.StatusNotifierItem"), Level::None);
+        assert_eq!(sni.level("org.kde.StatusNotifierItem-"), Level::None);
+        assert_eq!(sni.level("org.kde.StatusNotifierItem-2.x"), Level::None);
+        assert_eq!(sni.level("org.kde.StatusNotifierWatcher"), Level::None);
     }
 
     #[test]
