@@ -41,6 +41,7 @@ fn run() -> Result<(), String> {
         label: None,
         desktop_entry: None,
         log: false,
+        record_dir: None,
     };
     for a in std::env::args().skip(1) {
         if let Some(v) = a.strip_prefix("--fd=") {
@@ -68,6 +69,10 @@ fn run() -> Result<(), String> {
         return Err(USAGE.into());
     };
     cfg.policy = Policy::from_args(&rules).map_err(|e| e.to_string())?;
+    // The socket sits in the instance's directory, where the link router looks.
+    cfg.record_dir = std::path::Path::new(socket)
+        .parent()
+        .map(std::path::Path::to_path_buf);
     let _ = std::fs::remove_file(socket);
     let listener =
         UnixListener::bind(socket).map_err(|e| format!("cannot listen on {socket}: {e}"))?;

@@ -30,6 +30,9 @@ pub struct Config {
     pub desktop_entry: Option<String>,
     /// Print every refusal on stderr.
     pub log: bool,
+    /// Where to note (by touching `opened-uri`) that the clone asked the desktop to open a web
+    /// page: the login router takes a link that follows soon after as the clone's.
+    pub record_dir: Option<std::path::PathBuf>,
 }
 
 /// Bytes (and descriptors) waiting to be written to one side.
@@ -563,6 +566,14 @@ impl Client {
                         },
                     );
                 }
+                if iface.as_deref() == Some("org.freedesktop.portal.OpenURI")
+                    && member.as_deref() == Some("OpenURI")
+                {
+                    if let Some(d) = &cfg.record_dir {
+                        // Best effort: a missed note only makes a link go to the first copy.
+                        let _ = std::fs::File::create(d.join("opened-uri"));
+                    }
+                }
                 let notify = dest == "org.freedesktop.Notifications"
                     && member.as_deref() == Some("Notify")
                     && iface
@@ -1038,6 +1049,7 @@ pub fn fuzz_one(data: &[u8]) {
         label: Some("App (Fuzz)".into()),
         desktop_entry: Some("org.doppel.Doppel.fuzz".into()),
         log: false,
+        record_dir: None,
     };
     let (Ok((a, _)), Ok((b, _))) = (UnixStream::pair(), UnixStream::pair()) else {
         return;
@@ -1104,12 +1116,14 @@ mod tests {
                 "--talk=org.kde.StatusNotifierWatcher",
                 "--see=org.example.Seen",
                 "--call=org.example.Narrow=org.example.Narrow.Ok@/ok",
+                "--talk=org.freedesktop.portal.*",
             ])
             .unwrap(),
             suffix: "Doppel_work".into(),
             label: Some("Dino (Work)".into()),
             desktop_entry: Some("org.doppel.Doppel.work".into()),
             log: false,
+            record_dir: None,
         }
     }
 
@@ -1487,6 +1501,30 @@ mod tests {
         );
         let (n, _): (String, u32) = out.body().deserialize().unwrap();
         assert_eq!(n, "im.dino.Dino.Doppel_work");
+    }
+
+    #[test]
+    fn opening_a_web_page_is_noted_for_the_link_router() {
+        let owners = Owners::default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = cfg();
+        cfg.record_dir = Some(dir.path().to_owned());
+        let mut c = client();
+        let open = Message::method_call("/org/freedesktop/portal/desktop", "OpenURI")
+            .unwrap()
+            .destination("org.freedesktop.portal.Desktop")
+            .unwrap()
+            .interface("org.freedesktop.portal.OpenURI")
+            .unwrap()
+            .build(&(
+                "",
+                "https://example.org/sso",
+                HashMap::<String, OwnedValue>::new(),
+            ))
+            .unwrap();
+        assert!(!dir.path().join("opened-uri").exists());
+        assert!(passes(&c.judge_outgoing(&open, &cfg, &owners).unwrap()));
+        assert!(dir.path().join("opened-uri").exists());
     }
 
     /// Mutated messages (a deterministic sample; `cargo fuzz` in core/fuzz goes further) are
