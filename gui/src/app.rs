@@ -122,6 +122,21 @@ fn install_actions(app: &adw::Application, ui: &Rc<Ui>) {
         });
         ui.window.add_action(&a);
     }
+    // The shortcuts window, built when first asked for (GTK would build it with the window).
+    {
+        let a = gio::SimpleAction::new("show-help-overlay", None);
+        let weak = Rc::downgrade(ui);
+        a.connect_activate(move |_, _| {
+            let Some(ui) = weak.upgrade() else { return };
+            let b = gtk::Builder::from_resource("/org/doppel/Doppel/ui/help-overlay.ui");
+            if let Some(w) = b.object::<gtk::ShortcutsWindow>("help_overlay") {
+                w.set_transient_for(Some(&ui.window));
+                w.present();
+            }
+        });
+        ui.window.add_action(&a);
+    }
+    app.set_accels_for_action("win.show-help-overlay", &["<Control>question"]);
     app.set_accels_for_action("win.show-list", &["<Alt>Left", "Escape"]);
     app.set_accels_for_action("app.lock-all", &["<Control>l"]);
 

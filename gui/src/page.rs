@@ -100,7 +100,17 @@ glib::wrapper! {
         @implements gtk::Accessible, gtk::Buildable, gtk::ConstraintTarget, gtk::Orientable;
 }
 
+impl Default for ProfilePage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ProfilePage {
+    pub fn new() -> Self {
+        glib::Object::new()
+    }
+
     /// The profile shown, if any.
     pub fn profile(&self) -> Option<ProfileId> {
         ProfileId::parse(&self.profile_id()).ok()
@@ -109,7 +119,8 @@ impl ProfilePage {
 
 /// Connects the page's own controls (once, when the window is built).
 pub fn connect(ui: &Rc<Ui>) {
-    let t = ui.page.imp();
+    let Some(page) = ui.page.get() else { return };
+    let t = page.imp();
 
     let mut first: Option<gtk::ToggleButton> = None;
     for (hex, label) in PRESET_COLORS {
@@ -126,10 +137,11 @@ pub fn connect(ui: &Rc<Ui>) {
         let weak = Rc::downgrade(ui);
         b.connect_toggled(move |b| {
             let Some(ui) = weak.upgrade() else { return };
-            if !b.is_active() || ui.page.imp().filling.get() {
+            let Some(page) = ui.page.get() else { return };
+            if !b.is_active() || page.imp().filling.get() {
                 return;
             }
-            let Some(id) = ui.page.profile() else { return };
+            let Some(id) = page.profile() else { return };
             let dirs = ui.dirs.clone();
             let u = Rc::clone(&ui);
             ui.spawn(
@@ -151,7 +163,9 @@ pub fn connect(ui: &Rc<Ui>) {
         let weak = Rc::downgrade(ui);
         t.name_row.connect_apply(move |row| {
             let Some(ui) = weak.upgrade() else { return };
-            let Some(id) = ui.page.profile() else { return };
+            let Some(id) = ui.page.get().and_then(ProfilePage::profile) else {
+                return;
+            };
             let name = row.text().trim().to_owned();
             let (dirs, owned) = (ui.dirs.clone(), id.clone());
             let u = Rc::clone(&ui);
@@ -189,7 +203,8 @@ pub fn connect(ui: &Rc<Ui>) {
 /// Shows profile `id` on the page: what does not change with its state now, the state from
 /// the last snapshot, and the slow parts (space used, changed files) once they are known.
 pub fn show(ui: &Rc<Ui>, id: &ProfileId) {
-    ui.page.set_profile_id(id.as_str());
+    let Some(page) = ui.page.get() else { return };
+    page.set_profile_id(id.as_str());
     fill_static(ui, id);
     if let Some(snap) = ui.last_snapshot() {
         update(ui, &snap);
@@ -199,7 +214,8 @@ pub fn show(ui: &Rc<Ui>, id: &ProfileId) {
 
 /// Fills what comes from the profile file.
 fn fill_static(ui: &Ui, id: &ProfileId) {
-    let t = ui.page.imp();
+    let Some(page) = ui.page.get() else { return };
+    let t = page.imp();
     let p = match ops::profile(&ui.dirs, id) {
         Ok(p) => p,
         Err(e) => {
@@ -244,7 +260,8 @@ fn fill_static(ui: &Ui, id: &ProfileId) {
 /// went away (deleted from the CLI) takes the window back to the list.
 pub fn update(ui: &Ui, snap: &Snapshot) {
     let Some(id) = ui.shown_profile() else { return };
-    let t = ui.page.imp();
+    let Some(page) = ui.page.get() else { return };
+    let t = page.imp();
     let Some(row) = snap.rows.iter().find(|r| r.id == id) else {
         ui.show_list();
         return;
@@ -288,7 +305,8 @@ pub fn update(ui: &Ui, snap: &Snapshot) {
 
 /// Measures space used and lists changed files off the main loop.
 pub fn load_details(ui: &Rc<Ui>, id: &ProfileId) {
-    let t = ui.page.imp();
+    let Some(page) = ui.page.get() else { return };
+    let t = page.imp();
     t.usage_row.set_subtitle("Counting…");
     let (dirs, owned) = (ui.dirs.clone(), id.clone());
     let u = Rc::clone(ui);
@@ -299,7 +317,8 @@ pub fn load_details(ui: &Rc<Ui>, id: &ProfileId) {
             if u.shown_profile().as_ref() != Some(&id) {
                 return;
             }
-            let t = u.page.imp();
+            let Some(page) = u.page.get() else { return };
+            let t = page.imp();
             match r {
                 Ok(d) => {
                     t.usage_row.set_subtitle(&d.usage);
@@ -312,7 +331,8 @@ pub fn load_details(ui: &Rc<Ui>, id: &ProfileId) {
 }
 
 fn show_changes(ui: &Rc<Ui>, id: &ProfileId, changes: Option<Result<Vec<Change>, String>>) {
-    let list = &ui.page.imp().changes_list;
+    let Some(page) = ui.page.get() else { return };
+    let list = &page.imp().changes_list;
     while let Some(child) = list.first_child() {
         list.remove(&child);
     }

@@ -234,8 +234,10 @@ pub fn install(app: &adw::Application, ui: &Rc<Ui>) {
         .filter(|d| gtk::IconTheme::for_display(d).has_icon(APP_ID))
         .map_or(FALLBACK_TRAY_ICON, |_| APP_ID)
         .to_owned();
-    let pixmaps = icon_pixmaps();
     glib::spawn_future_local(async move {
+        // After the window's first frame: drawing the icon and meeting the bus can wait.
+        glib::timeout_future(std::time::Duration::from_millis(250)).await;
+        let pixmaps = icon_pixmaps();
         let mut menu = TrayMenu::default();
         while let Ok(m) = new_menus.try_recv() {
             menu = m;

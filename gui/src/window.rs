@@ -31,10 +31,7 @@ const START_GRACE: Duration = Duration::from_secs(10);
 
 mod imp {
     use adw::subclass::prelude::*;
-    use gtk::prelude::*;
     use gtk::{glib, CompositeTemplate, TemplateChild};
-
-    use crate::page::ProfilePage;
 
     /// The window's widgets, from ui/window.ui.
     #[derive(Debug, Default, CompositeTemplate)]
@@ -51,7 +48,7 @@ mod imp {
         #[template_child]
         pub error_page: TemplateChild<adw::StatusPage>,
         #[template_child]
-        pub profile_page: TemplateChild<ProfilePage>,
+        pub profile_slot: TemplateChild<adw::Bin>,
     }
 
     #[glib::object_subclass]
@@ -61,7 +58,6 @@ mod imp {
         type ParentType = adw::ApplicationWindow;
 
         fn class_init(klass: &mut Self::Class) {
-            ProfilePage::ensure_type();
             klass.bind_template();
         }
 
@@ -101,7 +97,9 @@ pub struct Ui {
     stack: gtk::Stack,
     list: gtk::ListBox,
     error_page: adw::StatusPage,
-    pub page: ProfilePage,
+    profile_slot: adw::Bin,
+    /// A profile's page, made the first time one is opened (not needed for the first frame).
+    pub page: std::cell::OnceCell<ProfilePage>,
     busy: RefCell<HashSet<ProfileId>>,
     starting: RefCell<HashMap<ProfileId, Instant>>,
     shown: RefCell<Option<Snapshot>>,
@@ -121,7 +119,8 @@ impl Ui {
             stack: t.stack.get(),
             list: t.list.get(),
             error_page: t.error_page.get(),
-            page: t.profile_page.get(),
+            profile_slot: t.profile_slot.get(),
+            page: std::cell::OnceCell::new(),
             window,
             dirs,
             busy: RefCell::default(),
@@ -131,7 +130,6 @@ impl Ui {
             failures: LaunchFailures::default(),
             watchers: RefCell::default(),
         });
-        crate::page::connect(&ui);
         // A click on a row (not on its buttons) opens the profile's page.
         ui.list.connect_row_activated(|list, row| {
             if let Some(id) = row.widget_name().strip_prefix(ROW_PREFIX) {
@@ -143,6 +141,12 @@ impl Ui {
 
     /// Shows the page of profile `id`.
     pub fn open_profile(self: &Rc<Self>, id: &ProfileId) {
+        if self.page.get().is_none() {
+            let page = ProfilePage::new();
+            self.profile_slot.set_child(Some(&page));
+            let _ = self.page.set(page);
+            crate::page::connect(self);
+        }
         self.pages.set_visible_child_name("profile");
         crate::page::show(self, id);
     }
@@ -155,7 +159,7 @@ impl Ui {
     /// The profile whose page is showing, if one is.
     pub fn shown_profile(&self) -> Option<ProfileId> {
         (self.pages.visible_child_name().as_deref() == Some("profile"))
-            .then(|| self.page.profile())
+            .then(|| self.page.get().and_then(ProfilePage::profile))
             .flatten()
     }
 
@@ -482,7 +486,13 @@ pub fn app_icon(icon: &str, size: i32) -> gtk::Image {
         gtk::Image::from_icon_name(if known { icon } else { FALLBACK_ICON })
     };
     image.set_pixel_size(size);
-    image.add_css_class("icon-dropshadow");
+    // libadwaita's drop shadow is a blur drawn on the CPU without GL, ~5 ms per icon (measured
+    // by benches/gui.sh); small icons get the cheap outline meant for them.
+    image.add_css_class(if size >= 64 {
+        "icon-dropshadow"
+    } else {
+        "lowres-icon"
+    });
     image
 }
 
