@@ -5,10 +5,10 @@
 # Debian/Ubuntu (apt). Elsewhere it prints the list for your package manager.
 set -euo pipefail
 
-want=(pkg-config libgtk-4-dev libadwaita-1-dev passt xdg-dbus-proxy dbus e2fsprogs)
+want=(pkg-config libgtk-4-dev libadwaita-1-dev passt dbus e2fsprogs)
 if [ "${1:-run}" = test ]; then
   want+=(xvfb xauth xdotool x11-utils imagemagick desktop-file-utils telegram-desktop python3 util-linux procps
-         hyperfine bubblewrap e2fsprogs polkitd dbus-bin dbus-daemon)
+         hyperfine bubblewrap e2fsprogs polkitd dbus-bin dbus-daemon libglib2.0-bin xdg-dbus-proxy)
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
