@@ -5,6 +5,7 @@
 //! `doppel` CLI, for launches) to act.
 
 pub mod app;
+pub mod chooser;
 mod dialogs;
 pub mod model;
 mod ops;
