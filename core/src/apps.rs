@@ -104,6 +104,8 @@ pub struct DesktopEntry {
     pub startup_wm_class: Option<String>,
     /// `Categories`, as written (`Network;InstantMessaging;`).
     pub categories: Option<String>,
+    /// `MimeType`: the types (and `x-scheme-handler/<scheme>` URL schemes) it opens.
+    pub mime_types: Vec<String>,
     /// `X-Flatpak`: the Flatpak application id, for entries exported by Flatpak.
     pub flatpak: Option<String>,
 }
@@ -334,6 +336,14 @@ pub fn parse_desktop_entry(
         terminal: boolean("Terminal")?,
         startup_wm_class: string("StartupWMClass").filter(|s| !s.is_empty()),
         categories: string("Categories").filter(|s| !s.is_empty()),
+        mime_types: string("MimeType")
+            .map(|m| {
+                m.split(';')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
         flatpak: string("X-Flatpak").filter(|s| !s.is_empty()),
     }))
 }

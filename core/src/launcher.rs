@@ -69,8 +69,6 @@ pub struct LauncherInfo {
     pub doppel: PathBuf,
     /// The window class the clone's windows carry, where the recipe sets one.
     pub wm_class: Option<String>,
-    /// URL schemes the launcher offers to open (`x-scheme-handler/<scheme>`).
-    pub schemes: Vec<String>,
 }
 
 /// Writes (or rewrites) profile `p`'s launcher and icon. The icon is best effort: without one
@@ -114,10 +112,15 @@ pub fn install(
 /// PATH), with what its recipe says; what fails comes back as warnings, since a profile works
 /// without its launcher.
 pub fn refresh(dirs: &Dirs, p: &Profile) -> Vec<String> {
+    let set = crate::recipe::RecipeSet::load(dirs);
+    let recipe = set.get(&p.recipe).ok();
     let info = LauncherInfo {
         doppel: doppel_program(),
-        wm_class: None,
-        schemes: Vec::new(),
+        // Only where the recipe gives the app its class: otherwise the windows carry the
+        // app's own class, and a StartupWMClass naming another would hide them from docks.
+        wm_class: recipe
+            .filter(|r| r.sets_window_class())
+            .map(|_| crate::plan::window_class(&p.id)),
     };
     match install(dirs, p, &info) {
         Ok(w) => w,
@@ -177,14 +180,6 @@ fn entry_text(p: &Profile, app: Option<&DesktopEntry>, info: &LauncherInfo, icon
     if let Some(class) = &info.wm_class {
         t += &format!("StartupWMClass={}\n", escape_value(class));
     }
-    if !info.schemes.is_empty() {
-        let mimes: Vec<String> = info
-            .schemes
-            .iter()
-            .map(|s| format!("x-scheme-handler/{s};"))
-            .collect();
-        t += &format!("MimeType={}\n", mimes.concat());
-    }
     t += &format!("X-Doppel-Profile={}\nActions=stop;\n", p.id);
     t += &format!(
         "\n[Desktop Action stop]\nName=Stop\nExec={doppel} stop {}\n",
@@ -203,7 +198,7 @@ fn escape_value(s: &str) -> String {
 
 /// One argument of `Exec`: quoted when it holds a reserved character, with the characters the
 /// spec requires escaped inside the quotes, and `%` doubled.
-fn exec_arg(arg: &str) -> String {
+pub fn exec_arg(arg: &str) -> String {
     const RESERVED: &[char] = &[
         ' ', '\t', '\n', '"', '\'', '\\', '>', '<', '~', '|', '&', ';', '$', '*', '?', '#', '(',
         ')', '`',

@@ -213,6 +213,10 @@ pub struct Recipe {
     /// URL schemes the app handles (`tg`, `sgnl`…), for the profile's launcher.
     #[serde(default)]
     pub schemes: Vec<String>,
+    /// A path (written like the state paths) that exists once an account has signed in: a
+    /// running clone without it is at its login screen, and gets the login links.
+    #[serde(default)]
+    pub login_marker: Option<String>,
 }
 
 /// A recipe that could not be used.
@@ -288,6 +292,10 @@ impl Recipe {
         for p in &self.stale_locks {
             check_recipe_path(p, true)
                 .map_err(|m| self.invalid("stale_locks", format!("{p:?}: {m}")))?;
+        }
+        if let Some(p) = &self.login_marker {
+            check_recipe_path(p, false)
+                .map_err(|m| self.invalid("login_marker", format!("{p:?}: {m}")))?;
         }
         for c in &self.commands {
             let plausible = c.starts_with('/')
