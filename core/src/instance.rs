@@ -22,7 +22,8 @@ pub struct InstanceRecord {
     pub profile: ProfileId,
     /// `doppel run`, which owns the instance.
     pub monitor_pid: i32,
-    /// The first process inside the sandbox (its session id too).
+    /// The first process inside the sandbox (its session id too): with a PID namespace, its
+    /// init (PID 1 inside), which lives as long as any process of the sandbox.
     pub sandbox_pid: i32,
     #[serde(default)]
     pub pasta_pid: Option<i32>,

@@ -505,13 +505,22 @@ fn run_prepared(
             let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
         }
     };
-    let main = match spawned {
-        Ok(pid) => pid,
+    let spawned = match spawned {
+        Ok(s) => s,
         Err(e) => {
             teardown(proxy, pasta_pid);
             return Err(e.into());
         }
     };
+    let main = spawned.pid;
+    // A PID namespace's init passes the signals it gets on to the app and exits once every
+    // other process has gone: the monitor signals the others, as it would without one, and
+    // kills the init itself only should a kill leave it behind.
+    let init = spawned.init.then_some(main.as_raw());
+    let others =
+        |pids: Vec<i32>| -> Vec<i32> { pids.into_iter().filter(|p| Some(*p) != init).collect() };
+    // Held until the monitor ends: when it closes, the init ends the sandbox.
+    let _lifeline = spawned.lifeline;
     let me = std::process::id() as i32;
     let record = InstanceRecord {
         profile: profile.id.clone(),
@@ -530,10 +539,15 @@ fn run_prepared(
 
     let mut status: Option<i32> = None;
     let mut kill_at: Option<Instant> = None;
+    let mut kill_init_at: Option<Instant> = None;
     loop {
         // A periodic wake-up as well: should a SIGCHLD ever reach another thread, exits are
         // still reaped.
-        let timeout = kill_at.map_or(PollTimeout::from(1000u16), |t| {
+        let next = match (kill_at, kill_init_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = next.map_or(PollTimeout::from(1000u16), |t| {
             let ms = t.saturating_duration_since(Instant::now()).as_millis();
             PollTimeout::try_from(ms.min(1000) as i32).unwrap_or(PollTimeout::ZERO)
         });
@@ -549,10 +563,16 @@ fn run_prepared(
         };
         if kill_at.is_some_and(|t| Instant::now() >= t) {
             signal_all(
-                &sandbox_processes(me, main.as_raw(), &helpers),
+                &others(sandbox_processes(me, main.as_raw(), &helpers)),
                 Signal::SIGKILL,
             );
             kill_at = None;
+            kill_init_at = init.map(|_| Instant::now() + Duration::from_secs(2));
+        }
+        if kill_init_at.is_some_and(|t| Instant::now() >= t) {
+            // Killing a PID namespace's init kills every process left in it.
+            signal_all(&init.into_iter().collect::<Vec<_>>(), Signal::SIGKILL);
+            kill_init_at = None;
         }
         if ready {
             // SIGCHLD is handled just below; SIGHUP means the terminal went away, and the app
@@ -561,7 +581,7 @@ fn run_prepared(
                 if let Ok(sig @ (Signal::SIGTERM | Signal::SIGINT)) =
                     Signal::try_from(info.ssi_signo as i32)
                 {
-                    signal_all(&sandbox_processes(me, main.as_raw(), &helpers), sig);
+                    signal_all(&others(sandbox_processes(me, main.as_raw(), &helpers)), sig);
                     kill_at.get_or_insert(Instant::now() + GRACE);
                 }
             }

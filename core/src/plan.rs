@@ -29,6 +29,8 @@ pub enum Mount {
     Tmpfs { dst: PathBuf, mode: u32 },
     /// A new devpts instance (the sandbox's own pseudo-terminals).
     Devpts { dst: PathBuf },
+    /// A new proc instance, showing the sandbox's PID namespace (mounted by its init).
+    Proc { dst: PathBuf },
     /// A symbolic link created inside a tmpfs.
     Symlink { target: PathBuf, dst: PathBuf },
 }
@@ -37,6 +39,9 @@ pub enum Mount {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Namespaces {
     pub net: bool,
+    /// Its own PID namespace, whose first process is an init that reaps orphans and forwards
+    /// signals to the app. On unless the recipe says `pid_namespace = false`: the bus proxy
+    /// puts host PIDs into PID-derived bus names, so clones' tray items do not collide.
     pub pid: bool,
 }
 
@@ -368,16 +373,25 @@ impl SandboxPlan {
         let run = &host.runtime_dir;
         let has = |s: Service| recipe.services.contains(&s);
 
-        let mut m = vec![
-            Mount::HostRoot,
-            // proc stays writable: Chromium-style sandboxes write uid_map and oom_score_adj.
+        let pid_ns = recipe.pid_namespace;
+        // proc stays writable: Chromium-style sandboxes write uid_map and oom_score_adj. With
+        // a PID namespace it is a new instance that shows only the sandbox's processes.
+        let proc = if pid_ns {
+            Mount::Proc {
+                dst: "/proc".into(),
+            }
+        } else {
             Mount::Bind {
                 src: "/proc".into(),
                 dst: "/proc".into(),
                 writable: true,
                 devices: false,
                 optional: false,
-            },
+            }
+        };
+        let mut m = vec![
+            Mount::HostRoot,
+            proc,
             Mount::Tmpfs {
                 dst: "/dev".into(),
                 mode: 0o755,
@@ -647,7 +661,7 @@ impl SandboxPlan {
             gid: host.gid,
             namespaces: Namespaces {
                 net: network != NetworkMode::Host,
-                pid: false,
+                pid: pid_ns,
             },
             network,
             mounts: m,
@@ -918,6 +932,45 @@ mod tests {
         });
         assert!(n.namespaces.net);
         assert_eq!(n.prepare.resolv_conf, None);
+    }
+
+    #[test]
+    fn a_pid_namespace_with_its_own_proc_unless_the_recipe_opts_out() {
+        let p = plan(LaunchOptions::default());
+        assert!(p.namespaces.pid);
+        let proc = index_of(
+            &p,
+            |m| matches!(m, Mount::Proc { dst } if dst == Path::new("/proc")),
+        );
+        // Right over the host's root, before /dev's symlinks into it.
+        assert_eq!(proc, 1);
+        assert!(
+            bind_of(&p, "/proc").is_none(),
+            "the host's /proc is not shown"
+        );
+
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../profiles/generic.toml"
+        ))
+        .unwrap();
+        let r = Recipe::parse("generic", Path::new("generic.toml"), &text).unwrap();
+        assert!(r.pid_namespace, "on by default");
+        let mut off = r.clone();
+        off.pid_namespace = false;
+        let h = SandboxPlan::build(
+            &dirs(),
+            &profile(),
+            &off,
+            &host(),
+            &LaunchOptions::default(),
+        )
+        .unwrap();
+        assert!(!h.namespaces.pid);
+        assert_eq!(bind_of(&h, "/proc"), Some((PathBuf::from("/proc"), true)));
+        assert!(!h.mounts.iter().any(|m| matches!(m, Mount::Proc { .. })));
+        let parsed = recipe_from("name = \"X\"\npid_namespace = false\n");
+        assert!(!parsed.pid_namespace);
     }
 
     #[test]

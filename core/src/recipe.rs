@@ -217,6 +217,15 @@ pub struct Recipe {
     /// running clone without it is at its login screen, and gets the login links.
     #[serde(default)]
     pub login_marker: Option<String>,
+    /// Whether the app gets its own PID namespace, seeing only the clone's processes (the
+    /// default). `false` runs it among the host's processes, for an app that must find or signal
+    /// a host process by its PID.
+    #[serde(default = "yes")]
+    pub pid_namespace: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A recipe that could not be used.

@@ -3,8 +3,20 @@
 //! The parent forks; the child makes its namespaces and maps its ids, tells the parent, and
 //! waits while the parent connects its network; then it builds the mount tree, drops every
 //! capability, sets no_new_privs, installs the seccomp filter last and execs. Parent and child
-//! talk over pipes: "ready" (child → parent), "go" (parent → child), and an error channel that
-//! closes by itself when exec succeeds (close-on-exec), so the parent learns of any failure.
+//! talk over pipes: "ready" (child → parent, with the pid to connect), "go" (parent → child),
+//! and an error channel that closes by itself when exec succeeds (close-on-exec), so the parent
+//! learns of any failure.
+//!
+//! With a PID namespace, the child that made the namespaces forks the namespace's first
+//! process and exits; that process (PID 1 inside, adopted by the parent, which is a
+//! subreaper) builds the mount tree with a fresh `/proc`, restricts itself the same way, forks
+//! the app and stays as its init: it reaps orphans, forwards SIGTERM, SIGINT and SIGHUP to the
+//! app, and exits with the app's status once no process is left. The "go" pipe stays open in
+//! the parent as a lifeline: when it closes (the monitor died), the init asks every process to
+//! quit and ends the namespace after a grace period.
+//!
+//! [`join`] starts another command in a running instance, in the same namespaces and with the
+//! same restrictions.
 
 use std::ffi::{CString, OsStr};
 use std::fs;
@@ -15,6 +27,8 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::Pid;
 
+use crate::dirs::Dirs;
+use crate::id::ProfileId;
 use crate::plan::{Mount, SandboxPlan};
 
 /// Why the sandbox could not be started.
@@ -248,6 +262,18 @@ fn apply_mount(root: &Path, m: &Mount) -> Step {
                 dst,
             )
         }
+        Mount::Proc { dst } => {
+            let target = under(root, dst);
+            ensure_mountpoint(&target, true, dst)?;
+            let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            sys_mount("proc", &target, "proc", flags, "", dst).map_err(|Fail(m)| {
+                Fail(format!(
+                    "{m} — the kernel refuses a new /proc here (inside a container that masks \
+                     parts of /proc?); `pid_namespace = false` in the app's recipe runs it \
+                     among the host's processes instead"
+                ))
+            })
+        }
         Mount::Symlink { target, dst } => std::os::unix::fs::symlink(target, under(root, dst))
             .map_err(|e| Fail(format!("symlink({dst:?} -> {target:?}): {e}"))),
     }
@@ -331,18 +357,74 @@ fn drop_capabilities() -> Step {
     check(r, || "capset(0)".into()).map(drop)
 }
 
+/// A command ready for `execve`: its arguments, its environment, and where to look for it.
+struct Program {
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    path_dirs: Vec<PathBuf>,
+    /// `argv[0]` as given, for messages.
+    name: String,
+}
+
+impl Program {
+    /// Fails with the entry that holds a NUL byte.
+    fn new(argv: &[String], envp: Vec<CString>, path: Option<&OsStr>) -> Result<Self, String> {
+        let name = argv.first().cloned().unwrap_or_default();
+        let argv = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()).map_err(|_| a.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let path_dirs = path
+            .map(|p| {
+                std::env::split_paths(p)
+                    .filter(|d| d.is_absolute())
+                    .collect()
+            })
+            .unwrap_or_else(|| vec!["/usr/local/bin".into(), "/usr/bin".into(), "/bin".into()]);
+        Ok(Self {
+            argv,
+            envp,
+            path_dirs,
+            name,
+        })
+    }
+}
+
 /// Everything the child needs, prepared before fork so the child mostly makes system calls.
 struct ChildSetup<'a> {
     plan: &'a SandboxPlan,
     unshare_flags: libc::c_int,
     staging: PathBuf,
-    argv: Vec<CString>,
-    envp: Vec<CString>,
-    path_dirs: Vec<PathBuf>,
+    program: Program,
     seccomp: Vec<libc::sock_filter>,
 }
 
-fn child_setup(s: &ChildSetup<'_>, ready_w: &OwnedFd, go_r: &OwnedFd, monitor: i32) -> Step {
+/// The pipe ends a process of the sandbox holds while it sets up.
+struct Pipes {
+    /// Written once by the process that made the namespaces: the pid to connect.
+    ready: Option<OwnedFd>,
+    /// Read once ("go"); with a PID namespace, the init's lifeline afterwards.
+    go: OwnedFd,
+    /// Where a failure is reported; closes by itself at exec.
+    err: Option<OwnedFd>,
+}
+
+/// The signals a PID namespace's init waits for: child exits, and those it forwards.
+const INIT_SIGNALS: [libc::c_int; 4] = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set; sigaddset takes valid signal numbers.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+fn child_setup(s: &ChildSetup<'_>, pipes: &mut Pipes, monitor: i32) -> Step<i32> {
     // SAFETY: setsid has no memory-safety preconditions.
     if unsafe { libc::setsid() } < 0 {
         return fail(|| "setsid()".into());
@@ -370,17 +452,57 @@ fn child_setup(s: &ChildSetup<'_>, ready_w: &OwnedFd, go_r: &OwnedFd, monitor: i
     write_file("/proc/self/setgroups", "deny")?;
     write_file("/proc/self/uid_map", &format!("{0} {0} 1\n", s.plan.uid))?;
     write_file("/proc/self/gid_map", &format!("{0} {0} 1\n", s.plan.gid))?;
-    nix::unistd::write(ready_w, b"r").map_err(|e| Fail(format!("signalling the monitor: {e}")))?;
-    let mut go = [0u8; 1];
-    match nix::unistd::read(go_r.as_raw_fd(), &mut go) {
-        Ok(1) => {}
-        _ => {
-            return Err(Fail(
-                "the monitor went away before the sandbox was ready".into(),
-            ))
+
+    if s.plan.namespaces.pid {
+        // Only children enter the new PID namespace: the first one is its init. This process
+        // hands it to the monitor and exits, so the init becomes the monitor's child.
+        // SAFETY: this process is a single-threaded fork; the child only makes system calls
+        // and small allocations.
+        return match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => match init_setup(s, pipes) {
+                Ok(never) => match never {},
+                Err(e) => Err(e),
+            },
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                tell_ready(pipes, child.as_raw())?;
+                Ok(0)
+            }
+            Err(e) => Err(Fail(format!("fork(init): {e}"))),
+        };
+    }
+    tell_ready(pipes, std::process::id() as i32)?;
+    wait_go(&pipes.go)?;
+    build_root(s)?;
+    restrict(&s.seccomp)?;
+    Err(exec(&s.program))
+}
+
+fn tell_ready(pipes: &Pipes, pid: i32) -> Step {
+    let Some(ready) = &pipes.ready else {
+        return Err(Fail("internal error: the ready pipe is closed".into()));
+    };
+    nix::unistd::write(ready, &pid.to_ne_bytes())
+        .map(drop)
+        .map_err(|e| Fail(format!("signalling the monitor: {e}")))
+}
+
+fn wait_go(go: &OwnedFd) -> Step {
+    let mut b = [0u8; 1];
+    loop {
+        match nix::unistd::read(go.as_raw_fd(), &mut b) {
+            Ok(1) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => {
+                return Err(Fail(
+                    "the monitor went away before the sandbox was ready".into(),
+                ))
+            }
         }
     }
+}
 
+/// Builds the mount tree, pivots into it and enters the working directory.
+fn build_root(s: &ChildSetup<'_>) -> Step {
     // Nothing we mount may propagate back to the host.
     sys_mount(
         "none",
@@ -431,25 +553,162 @@ fn child_setup(s: &ChildSetup<'_>, ready_w: &OwnedFd, go_r: &OwnedFd, monitor: i
             format!("chdir({home:?})")
         })?;
     }
+    Ok(())
+}
 
+/// Every capability dropped, no_new_privs, and the seccomp filter last.
+fn restrict(seccomp: &[libc::sock_filter]) -> Step {
     drop_capabilities()?;
     // SAFETY: prctl with integer arguments only.
     let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     check(r.into(), || "prctl(PR_SET_NO_NEW_PRIVS)".into())?;
-    crate::seccomp::install_program(&s.seccomp).map_err(|e| Fail(e.to_string()))?;
-    exec(s)
+    crate::seccomp::install_program(seccomp).map_err(|e| Fail(e.to_string()))
 }
 
-fn exec(s: &ChildSetup<'_>) -> Step {
-    let mut argv: Vec<*const libc::c_char> = s.argv.iter().map(|a| a.as_ptr()).collect();
+/// PID 1 of the sandbox's PID namespace: sets the sandbox up like the app's own process would,
+/// forks the app, and stays as its init.
+fn init_setup(s: &ChildSetup<'_>, pipes: &mut Pipes) -> Step<std::convert::Infallible> {
+    // An init ignores every signal it has no handler for; blocked ones wait in the queue until
+    // the loop reads them.
+    let set = signal_set(&INIT_SIGNALS);
+    // SAFETY: set is an initialised signal set.
+    let r = unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    check(r.into(), || "sigprocmask(init)".into())?;
+    // The monitor must see the ready pipe close should the process that writes it die.
+    pipes.ready = None;
+    // The sandbox's session: its id is this process's host pid, which the monitor records.
+    // SAFETY: setsid has no memory-safety preconditions.
+    if unsafe { libc::setsid() } < 0 {
+        return fail(|| "setsid(init)".into());
+    }
+    // SAFETY: prctl with a valid NUL-terminated name.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"doppel-init".as_ptr(), 0, 0, 0) };
+    wait_go(&pipes.go)?;
+    // Mounting the new /proc needs a process inside the new PID namespace: this one.
+    build_root(s)?;
+    restrict(&s.seccomp)?;
+    // SAFETY: single-threaded; the child resets its signals and execs.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            reset_signals();
+            // Its own process group, so that what it signals as a group is not the init.
+            // SAFETY: setpgid with plain values.
+            unsafe { libc::setpgid(0, 0) };
+            Err(exec(&s.program))
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            pipes.err = None;
+            run_init(child.as_raw(), &pipes.go)
+        }
+        Err(e) => Err(Fail(format!("fork(app): {e}"))),
+    }
+}
+
+/// The init's loop: reaps every child, forwards signals to the app (to every process once the
+/// app has gone), and exits with the app's status when no process is left. When the lifeline
+/// closes, every process is asked to quit, and the init exits after [`crate::monitor::GRACE`]
+/// at the latest, which makes the kernel kill whatever is left.
+fn run_init(app: libc::pid_t, lifeline: &OwnedFd) -> ! {
+    let set = signal_set(&INIT_SIGNALS);
+    // SAFETY: set is an initialised signal set; the fd is only used by this process.
+    let sfd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    let mut app_status: Option<i32> = None;
+    let mut deadline: Option<std::time::Instant> = None;
+    let mut watch_lifeline = true;
+    loop {
+        loop {
+            let mut st = 0;
+            // SAFETY: st is a valid int to write the status into.
+            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if pid > 0 {
+                if pid == app {
+                    app_status = Some(if libc::WIFSIGNALED(st) {
+                        128 + libc::WTERMSIG(st)
+                    } else {
+                        libc::WEXITSTATUS(st)
+                    });
+                }
+                continue;
+            }
+            if pid < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+                continue;
+            }
+            if pid < 0 && nix::errno::Errno::last() == nix::errno::Errno::ECHILD {
+                // SAFETY: _exit ends the init; the kernel ends the namespace with it.
+                unsafe { libc::_exit(app_status.unwrap_or(0)) }
+            }
+            break;
+        }
+        let now = std::time::Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            // SAFETY: as above; whatever is left is killed by the kernel.
+            unsafe { libc::_exit(app_status.unwrap_or(128 + libc::SIGTERM)) }
+        }
+        let timeout = deadline.map_or(1000, |d| {
+            d.saturating_duration_since(now).as_millis().clamp(1, 1000) as libc::c_int
+        });
+        let mut fds = [
+            libc::pollfd {
+                fd: sfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if watch_lifeline {
+                    lifeline.as_raw_fd()
+                } else {
+                    -1
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array of two pollfd structs.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+        if n <= 0 {
+            continue;
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            loop {
+                // SAFETY: signalfd_siginfo is plain old data; all-zero is a valid value.
+                let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+                let size = std::mem::size_of::<libc::signalfd_siginfo>();
+                // SAFETY: info is a buffer of exactly `size` bytes.
+                let r = unsafe {
+                    libc::read(sfd, (&mut info as *mut libc::signalfd_siginfo).cast(), size)
+                };
+                if r != size as isize {
+                    break;
+                }
+                let sig = info.ssi_signo as libc::c_int;
+                if sig != libc::SIGCHLD {
+                    let target = if app_status.is_none() { app } else { -1 };
+                    // SAFETY: kill with plain values.
+                    unsafe { libc::kill(target, sig) };
+                }
+            }
+        }
+        if watch_lifeline && fds[1].revents != 0 {
+            // The monitor has gone: nobody tracks this instance any more.
+            watch_lifeline = false;
+            // SAFETY: kill with plain values; -1 is every process of this namespace but init.
+            unsafe { libc::kill(-1, libc::SIGTERM) };
+            deadline = Some(now + crate::monitor::GRACE);
+        }
+    }
+}
+
+/// Execs `p`, trying each PATH directory for a bare name; returns only on failure.
+fn exec(p: &Program) -> Fail {
+    let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = s.envp.iter().map(|a| a.as_ptr()).collect();
+    let mut envp: Vec<*const libc::c_char> = p.envp.iter().map(|a| a.as_ptr()).collect();
     envp.push(std::ptr::null());
-    let prog = &s.plan.argv[0];
+    let prog = &p.name;
     let candidates: Vec<PathBuf> = if prog.contains('/') {
         vec![PathBuf::from(prog)]
     } else {
-        s.path_dirs.iter().map(|d| d.join(prog)).collect()
+        p.path_dirs.iter().map(|d| d.join(prog)).collect()
     };
     let mut last = libc::ENOENT;
     for c in candidates {
@@ -469,9 +728,9 @@ fn exec(s: &ChildSetup<'_>) -> Step {
     } else {
         ""
     };
-    Err(Fail(format!(
+    Fail(format!(
         "cannot run {prog:?} inside the sandbox: {why}{hint}"
-    )))
+    ))
 }
 
 fn reset_signals() {
@@ -508,55 +767,95 @@ fn read_all(fd: &OwnedFd) -> Vec<u8> {
     }
 }
 
+/// The pid a sandbox's first child sends on the ready pipe, or `None` if it closed first.
+fn read_pid(fd: &OwnedFd) -> Option<Pid> {
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf[got..]) {
+            Ok(0) => return None,
+            Ok(n) => got += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+    }
+    Some(Pid::from_raw(i32::from_ne_bytes(buf)))
+}
+
 fn reap(pid: Pid) {
     let _ = nix::sys::wait::waitpid(pid, None);
 }
 
-/// Starts the sandboxed process and returns its pid once it has exec'd. `on_namespaces` runs
-/// in the parent after the child's namespaces exist and before it builds its mount tree (to
-/// connect its network namespace).
+/// The file in an instance's directory holding its app's environment, `KEY=value` entries each
+/// ended by a NUL byte (like `/proc/PID/environ`), for [`join`].
+const ENVIRON_FILE: &str = "environ";
+
+/// A started sandbox.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its first process (a host pid, the caller's child): the app itself, or with a PID
+    /// namespace the namespace's init, which lives until every other process of it has gone
+    /// and then exits with the app's status.
+    pub pid: Pid,
+    /// Whether `pid` is a PID namespace's init: it forwards the signals it gets to the app,
+    /// so a monitor signals the other processes itself, not the init.
+    pub init: bool,
+    /// The init's lifeline: keep it open as long as the instance is watched. When it closes
+    /// (its holder died), the init asks every process to quit and ends the namespace after
+    /// [`crate::monitor::GRACE`].
+    pub lifeline: Option<OwnedFd>,
+}
+
+/// Starts the sandbox and returns its first process once the app has exec'd. `on_namespaces`
+/// runs in the parent after the namespaces exist and before the mount tree is built (to
+/// connect the network namespace), with a pid inside them.
+///
+/// With a PID namespace the caller becomes a child subreaper (`PR_SET_CHILD_SUBREAPER`): the
+/// namespace's init is adopted by it.
 pub fn spawn(
     plan: &SandboxPlan,
     on_namespaces: impl FnOnce(Pid) -> Result<(), SandboxError>,
-) -> Result<Pid, SandboxError> {
+) -> Result<Spawned, SandboxError> {
     let nul = |s: &str| SandboxError::Nul(s.to_owned());
-    let argv = plan
-        .argv
-        .iter()
-        .map(|a| CString::new(a.as_bytes()).map_err(|_| nul(a)))
-        .collect::<Result<Vec<_>, _>>()?;
     let envp = plan
         .env
         .iter()
         .map(|(k, v)| CString::new(format!("{k}={v}")).map_err(|_| nul(k)))
         .collect::<Result<Vec<_>, _>>()?;
-    let path_dirs = plan
-        .env
-        .get("PATH")
-        .map(|p| {
-            std::env::split_paths(OsStr::new(p))
-                .filter(|d| d.is_absolute())
-                .collect()
-        })
-        .unwrap_or_else(|| vec!["/usr/local/bin".into(), "/usr/bin".into(), "/bin".into()]);
+    let program = Program::new(&plan.argv, envp, plan.env.get("PATH").map(OsStr::new))
+        .map_err(|a| nul(&a))?;
     let seccomp = crate::seccomp::program().map_err(|e| SandboxError::Setup(e.to_string()))?;
     let staging = plan.instance_dir.join("root");
     fs::create_dir_all(&staging)
         .map_err(|e| SandboxError::Setup(format!("mkdir {}: {e}", staging.display())))?;
+    // What `join` gives a command it starts in this instance.
+    let environ: Vec<u8> = plan
+        .env
+        .iter()
+        .flat_map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes(), b"\0"].concat())
+        .collect();
+    let environ_file = plan.instance_dir.join(ENVIRON_FILE);
+    crate::atomic::write(&environ_file, &environ, 0o600)
+        .map_err(|e| SandboxError::Setup(format!("write {}: {e}", environ_file.display())))?;
     let mut unshare_flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWIPC;
     if plan.namespaces.net {
         unshare_flags |= libc::CLONE_NEWNET;
     }
     if plan.namespaces.pid {
         unshare_flags |= libc::CLONE_NEWPID;
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
+            return Err(SandboxError::Parent {
+                call: "prctl(PR_SET_CHILD_SUBREAPER)",
+                source: nix::Error::last(),
+            });
+        }
     }
     let setup = ChildSetup {
         plan,
         unshare_flags,
         staging,
-        argv,
-        envp,
-        path_dirs,
+        program,
         seccomp,
     };
     let (ready_r, ready_w) = pipe()?;
@@ -574,27 +873,41 @@ pub fn spawn(
         nix::unistd::ForkResult::Child => {
             drop((ready_r, go_w, err_r));
             reset_signals();
-            let msg = match child_setup(&setup, &ready_w, &go_r, monitor) {
-                Ok(()) => "exec returned".to_owned(),
+            let mut pipes = Pipes {
+                ready: Some(ready_w),
+                go: go_r,
+                err: Some(err_w),
+            };
+            let msg = match child_setup(&setup, &mut pipes, monitor) {
+                // SAFETY: _exit ends the child without running the parent's destructors.
+                Ok(code) => unsafe { libc::_exit(code) },
                 Err(Fail(m)) => m,
             };
-            let _ = nix::unistd::write(&err_w, msg.as_bytes());
+            if let Some(err) = &pipes.err {
+                let _ = nix::unistd::write(err, msg.as_bytes());
+            }
             // SAFETY: _exit ends the child without running the parent's destructors twice.
             unsafe { libc::_exit(127) }
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop((ready_w, go_r, err_w));
-            let mut b = [0u8; 1];
-            let ready = matches!(nix::unistd::read(ready_r.as_raw_fd(), &mut b), Ok(1));
-            if !ready {
+            let Some(target) = read_pid(&ready_r) else {
+                // An init already forked must not wait for "go" forever (it holds the error
+                // pipe open).
+                drop(go_w);
                 let msg = String::from_utf8_lossy(&read_all(&err_r)).into_owned();
                 reap(child);
                 return Err(SandboxError::Setup(msg));
-            }
-            if let Err(e) = on_namespaces(child) {
-                drop(go_w);
-                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            };
+            if target != child {
+                // The process that made the namespaces exits at once; the init it forked is
+                // ours from then on.
                 reap(child);
+            }
+            if let Err(e) = on_namespaces(target) {
+                drop(go_w);
+                let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+                reap(target);
                 return Err(e);
             }
             nix::unistd::write(&go_w, b"g").map_err(|source| SandboxError::Parent {
@@ -603,15 +916,380 @@ pub fn spawn(
             })?;
             let msg = read_all(&err_r);
             if msg.is_empty() {
-                return Ok(child);
+                let init = plan.namespaces.pid;
+                return Ok(Spawned {
+                    pid: target,
+                    init,
+                    lifeline: init.then_some(go_w),
+                });
             }
-            reap(child);
+            drop(go_w);
+            reap(target);
             let msg = String::from_utf8_lossy(&msg).into_owned();
             if msg.starts_with("cannot run") {
                 Err(SandboxError::Exec(msg))
             } else {
                 Err(SandboxError::Setup(msg))
             }
+        }
+    }
+}
+
+/// Why a command could not be started inside a running instance.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Dirs(#[from] crate::dirs::DirsError),
+    #[error(transparent)]
+    Instance(#[from] crate::instance::InstanceError),
+    #[error("nothing to run in profile {0}: give a command")]
+    NoCommand(ProfileId),
+    #[error("profile {0} is not running; start it with `doppel run {0}`")]
+    NotRunning(ProfileId),
+    #[error("profile {0} is still starting; try again in a moment")]
+    Starting(ProfileId),
+    #[error(
+        "profile {0} has no process left to join (it is stopping); once it has stopped, start \
+         it again with `doppel run {0}`"
+    )]
+    Gone(ProfileId),
+    #[error(
+        "cannot read the environment profile {id}'s app was started with ({path}): {source}; \
+         restart the profile (`doppel stop {id}`, then `doppel run {id}`)"
+    )]
+    Environment {
+        id: ProfileId,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("a command line entry contains a NUL byte: {0:?}")]
+    Nul(String),
+    #[error("cannot join profile {id}: {what}: {source}")]
+    Io {
+        id: ProfileId,
+        what: String,
+        source: io::Error,
+    },
+    #[error("cannot join profile {id}'s sandbox: {message}")]
+    Setup { id: ProfileId, message: String },
+    #[error("{0}")]
+    Exec(String),
+}
+
+/// What a joining child needs, prepared before fork.
+struct JoinSetup {
+    /// Namespace files to enter, in order, with their `setns` flag.
+    namespaces: Vec<(&'static str, OwnedFd, libc::c_int)>,
+    home: CString,
+    /// Where the app's standard output and error go, reopened; `None` where that cannot be
+    /// done (a socket, say): `/dev/null` then.
+    output: [Option<fs::File>; 2],
+    program: Program,
+    seccomp: Vec<libc::sock_filter>,
+}
+
+/// The namespaces [`join`] enters, in order: the user namespace first, as it grants the
+/// rights to enter the others (the person owns it).
+const JOINED: [(&str, libc::c_int); 5] = [
+    ("user", libc::CLONE_NEWUSER),
+    ("mnt", libc::CLONE_NEWNS),
+    ("ipc", libc::CLONE_NEWIPC),
+    ("net", libc::CLONE_NEWNET),
+    ("pid", libc::CLONE_NEWPID),
+];
+
+fn open_at(dir: &fs::File, rel: &str) -> io::Result<fs::File> {
+    open_at_with(dir, rel, nix::fcntl::OFlag::O_RDONLY)
+}
+
+fn open_at_with(dir: &fs::File, rel: &str, flags: nix::fcntl::OFlag) -> io::Result<fs::File> {
+    let fd = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        rel,
+        flags | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: fd was just opened and is owned by nobody else.
+    Ok(unsafe { fs::File::from_raw_fd(fd) })
+}
+
+/// The parent pid in a `/proc/<pid>` directory's `stat`.
+fn parent_of(dir: &fs::File) -> Option<i32> {
+    let stat = io::read_to_string(open_at(dir, "stat").ok()?).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let mut f = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+    let _state = f.next()?;
+    f.next()?.parse().ok()
+}
+
+/// `/proc/<pid>` of a process in the instance's namespaces, opened as a directory so that what
+/// is read through it stays that process's even if the pid is reused: the first process of
+/// the sandbox, or, if it has exited (no PID namespace), another child of the monitor. Each is
+/// checked to be the monitor's child.
+fn sandbox_process(rec: &crate::instance::InstanceRecord) -> Option<(i32, fs::File)> {
+    let helpers = [rec.pasta_pid, rec.proxy_pid];
+    let children: Vec<i32> = fs::read_dir(format!("/proc/{}/task", rec.monitor_pid))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| !helpers.contains(&Some(*p)))
+        .collect();
+    std::iter::once(rec.sandbox_pid)
+        .chain(children)
+        .find_map(|pid| {
+            let dir = fs::File::open(format!("/proc/{pid}")).ok()?;
+            (parent_of(&dir)? == rec.monitor_pid).then_some((pid, dir))
+        })
+}
+
+/// Runs `argv` inside the running instance of profile `id` (same namespaces, root, home,
+/// environment and restrictions as its app), detached; returns the started process's host PID.
+///
+/// The command starts in the home, with the environment the app was started with, standard
+/// input from `/dev/null` and the caller's standard output and error, in a session of its own.
+/// With the instance's PID namespace (the default), the sandbox's init adopts it, so its
+/// monitor waits for it and stops it with the rest; without one it is nobody's child.
+pub fn join(dirs: &Dirs, id: &ProfileId, argv: &[String]) -> Result<i32, JoinError> {
+    if argv.is_empty() {
+        return Err(JoinError::NoCommand(id.clone()));
+    }
+    let rec =
+        crate::instance::status(dirs, id)?.ok_or_else(|| JoinError::NotRunning(id.clone()))?;
+    if rec.monitor_pid <= 0 || rec.sandbox_pid <= 0 {
+        return Err(JoinError::Starting(id.clone()));
+    }
+    let (pid, dir) = sandbox_process(&rec).ok_or_else(|| JoinError::Gone(id.clone()))?;
+    let io_err = |what: String| {
+        let id = id.clone();
+        move |source: io::Error| JoinError::Io { id, what, source }
+    };
+    let mut namespaces = Vec::new();
+    for (name, flag) in JOINED {
+        let theirs = open_at(&dir, &format!("ns/{name}"))
+            .map_err(io_err(format!("opening /proc/{pid}/ns/{name}")))?;
+        let ours = fs::metadata(format!("/proc/self/ns/{name}"))
+            .map_err(io_err(format!("reading /proc/self/ns/{name}")))?;
+        let t = theirs
+            .metadata()
+            .map_err(io_err(format!("reading /proc/{pid}/ns/{name}")))?;
+        use std::os::unix::fs::MetadataExt;
+        // A namespace the instance shares with the host (the network with --network host,
+        // the PIDs with `pid_namespace = false`) is one this process is in already.
+        if (t.dev(), t.ino()) != (ours.dev(), ours.ino()) {
+            namespaces.push((name, OwnedFd::from(theirs), flag));
+        }
+    }
+    if !namespaces.iter().any(|(n, _, _)| *n == "user") {
+        return Err(JoinError::Setup {
+            id: id.clone(),
+            message: format!("process {pid} is not in a sandbox, or this process is in it"),
+        });
+    }
+    let environ_path = dirs.runtime()?.join(id.as_str()).join(ENVIRON_FILE);
+    let environ = fs::read(&environ_path).map_err(|source| JoinError::Environment {
+        id: id.clone(),
+        path: environ_path.clone(),
+        source,
+    })?;
+    let entries = || environ.split(|b| *b == 0).filter(|e| !e.is_empty());
+    let var = |name: &str| {
+        entries().find_map(|e| {
+            e.strip_prefix(name.as_bytes())?
+                .strip_prefix(b"=")
+                .map(OsStr::from_bytes)
+        })
+    };
+    let envp: Vec<CString> = entries().filter_map(|e| CString::new(e).ok()).collect();
+    let home = var("HOME").unwrap_or(OsStr::new("/"));
+    let home = CString::new(home.as_bytes()).map_err(|_| JoinError::Nul("HOME".into()))?;
+    let program = Program::new(argv, envp, var("PATH")).map_err(JoinError::Nul)?;
+    let setup_err = |message: String| JoinError::Setup {
+        id: id.clone(),
+        message,
+    };
+    let seccomp = crate::seccomp::program().map_err(|e| setup_err(e.to_string()))?;
+    // The command writes where the app does (the monitor's terminal or log), so that the
+    // caller holds nothing of it: a caller reading its own output to the end is not kept
+    // waiting for as long as the command runs.
+    let output = [1, 2].map(|n| {
+        use nix::fcntl::OFlag;
+        open_at_with(
+            &dir,
+            &format!("fd/{n}"),
+            OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_NOCTTY,
+        )
+        .ok()
+    });
+    let setup = JoinSetup {
+        namespaces,
+        home,
+        output,
+        program,
+        seccomp,
+    };
+
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType};
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| io_err("pipe2".into())(e.into()))?;
+    let (ours, theirs) = socket::socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| io_err("socketpair".into())(e.into()))?;
+    socket::setsockopt(&ours, socket::sockopt::PassCred, &true)
+        .map_err(|e| io_err("setsockopt(SO_PASSCRED)".into())(e.into()))?;
+
+    // SAFETY: the child only makes system calls and small allocations before exec; glibc's
+    // fork handlers keep malloc usable in it even if the caller has other threads.
+    match unsafe { nix::unistd::fork() }.map_err(|e| io_err("fork".into())(e.into()))? {
+        nix::unistd::ForkResult::Child => {
+            drop((err_r, ours));
+            reset_signals();
+            let msg = match join_child(&setup, &theirs) {
+                // SAFETY: _exit ends the child without running the caller's destructors.
+                Ok(code) => unsafe { libc::_exit(code) },
+                Err(Fail(m)) => m,
+            };
+            let _ = nix::unistd::write(&err_w, msg.as_bytes());
+            // SAFETY: as above.
+            unsafe { libc::_exit(127) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop((err_w, theirs));
+            let started = recv_pid(&ours);
+            let msg = read_all(&err_r);
+            let _ = nix::sys::wait::waitpid(child, None);
+            if !msg.is_empty() {
+                let msg = String::from_utf8_lossy(&msg).into_owned();
+                return Err(if msg.starts_with("cannot run") {
+                    JoinError::Exec(msg)
+                } else {
+                    setup_err(msg)
+                });
+            }
+            started.ok_or_else(|| setup_err("the command did not start".into()))
+        }
+    }
+}
+
+/// Enters the namespaces and starts the command in a grandchild; returns once that one is on
+/// its own.
+fn join_child(j: &JoinSetup, sock: &OwnedFd) -> Step<i32> {
+    for (name, fd, flag) in &j.namespaces {
+        // SAFETY: fd is an open namespace file of the kind flag names.
+        let r = unsafe { libc::setns(fd.as_raw_fd(), *flag) };
+        check(r.into(), || format!("setns({name})"))?;
+    }
+    // A new PID namespace applies to children only, and an orphan goes to the init of its
+    // parent's namespace: so a child inside forks the command and exits, and the sandbox's
+    // init adopts the command, which its monitor then waits for and stops with the rest.
+    // SAFETY: this process is a single-threaded fork.
+    match unsafe { nix::unistd::fork() } {
+        // SAFETY: as above.
+        Ok(nix::unistd::ForkResult::Child) => match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => match joined(j, sock) {
+                Ok(never) => match never {},
+                Err(e) => Err(e),
+            },
+            Ok(nix::unistd::ForkResult::Parent { .. }) => Ok(0),
+            Err(e) => Err(Fail(format!("fork(command): {e}"))),
+        },
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            let _ = nix::sys::wait::waitpid(child, None);
+            Ok(0)
+        }
+        Err(e) => Err(Fail(format!("fork(join): {e}"))),
+    }
+}
+
+/// The joined command's own process: tells the caller its pid, restricts itself like the app
+/// and execs.
+fn joined(j: &JoinSetup, sock: &OwnedFd) -> Step<std::convert::Infallible> {
+    // SAFETY: setsid has no memory-safety preconditions.
+    if unsafe { libc::setsid() } < 0 {
+        return fail(|| "setsid()".into());
+    }
+    // The kernel hands the caller this process's pid as seen from the caller's namespace.
+    nix::sys::socket::send(
+        sock.as_raw_fd(),
+        b"p",
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+    )
+    .map_err(|e| Fail(format!("sending the pid to the caller: {e}")))?;
+    // SAFETY: home is a valid path string.
+    if unsafe { libc::chdir(j.home.as_ptr()) } < 0 {
+        // SAFETY: "/" is a valid path string.
+        check(unsafe { libc::chdir(c"/".as_ptr()) }.into(), || {
+            "chdir(/)".into()
+        })?;
+    }
+    // Nothing from the caller's terminal; output where the app's goes.
+    let null = |flags: libc::c_int| {
+        // SAFETY: a valid path string.
+        unsafe { libc::open(c"/dev/null".as_ptr(), flags | libc::O_CLOEXEC) }
+    };
+    let out = |n: usize| {
+        j.output[n]
+            .as_ref()
+            .map_or_else(|| null(libc::O_WRONLY), |f| f.as_raw_fd())
+    };
+    let sources = [null(libc::O_RDONLY), out(0), out(1)];
+    // Copied above the standard descriptors first, so that none is overwritten before it is
+    // put in place. All are close-on-exec: exec closes them.
+    // SAFETY: fcntl on descriptors this process holds (or -1, which fails harmlessly).
+    let sources = sources.map(|fd| unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) });
+    for (to, fd) in sources.into_iter().enumerate() {
+        if fd >= 0 {
+            // SAFETY: dup2 onto a standard descriptor; the copy is not close-on-exec.
+            let r = unsafe { libc::dup2(fd, to as libc::c_int) };
+            check(r.into(), || format!("dup2(-> {to})"))?;
+        }
+    }
+    // Nothing else of the caller's (a GUI's sockets, say) reaches the command.
+    // SAFETY: close_range with integer arguments only; kernels before 5.11 refuse it, which
+    // leaves only descriptors that are close-on-exec already in a Rust caller.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    restrict(&j.seccomp)?;
+    Err(exec(&j.program))
+}
+
+/// The pid of the process that sent the first message on `sock`, in this process's PID
+/// namespace; `None` if the socket closed first.
+fn recv_pid(sock: &OwnedFd) -> Option<i32> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(libc::ucred);
+    loop {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) if msg.bytes > 0 => {
+                return msg.cmsgs().ok()?.find_map(|c| match c {
+                    ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+                    _ => None,
+                })
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return None,
         }
     }
 }

@@ -458,3 +458,221 @@ fn a_killed_monitor_takes_its_helpers_and_app_with_it() {
         .sh("kill9", &["--network", "none"], "echo again")
         .contains("again"));
 }
+
+/// A field of the instance record (`key = 123`).
+fn record_field(text: &str, key: &str) -> Option<i32> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// The parent pid of `pid`, from `/proc/<pid>/stat`.
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
+fn ns_of(pid: &str, ns: &str) -> String {
+    fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+/// Stops a profile's instance when dropped, so that a failed assertion leaves nothing running.
+struct StopOnDrop<'a>(&'a Env, &'a str);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.doppel(&["stop", self.1]);
+    }
+}
+
+/// Kills and reaps a host process when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A user recipe for `sh` that keeps the host's PID namespace (`pid_namespace = false`).
+fn host_pids_recipe(env: &Env) {
+    let dir = env.root.join("config/doppel/recipes");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("host-pids.toml"),
+        "name = \"Host PIDs\"\ncommands = [\"sh\"]\nservices = []\npid_namespace = false\n",
+    )
+    .unwrap();
+    Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", env.user.uid, env.user.gid))
+        .arg(env.root.join("config"))
+        .status()
+        .unwrap();
+}
+
+#[test]
+fn the_sandbox_sees_only_its_own_processes() {
+    let Some(env) = setup("pidns", &["pidns"]) else {
+        return;
+    };
+    host_pids_recipe(&env);
+    ok(&env.doppel(&["create", "hostpids", "--app", "host-pids"]));
+    let marker = format!("sleep 77{}", std::process::id() % 100 + 100);
+    let _host = KillOnDrop(env.spawn_as_user(&["sh", "-c", &format!("exec {marker}")]));
+    // Control: the user sees the marker among the host's processes.
+    assert!(wait_until(Duration::from_secs(5), || ok(&env
+        .user
+        .command(&[], &["ps", "-eo", "args="])
+        .output()
+        .unwrap())
+    .lines()
+    .any(|l| l.trim() == marker)));
+    let probe =
+        "echo \"SELF $$\"; ps -eo pid=,args=; echo \"PROCS $(ls /proc | grep -c '^[0-9]')\"";
+
+    let inside = env.sh("pidns", &["--network", "none"], probe);
+    assert!(
+        inside.contains("SELF 2\n"),
+        "the app is not PID 2: {inside}"
+    );
+    assert!(
+        !inside.lines().any(|l| l.contains(&marker)),
+        "a host process is visible: {inside}"
+    );
+    let pids: Vec<u32> = inside
+        .lines()
+        .filter(|l| !l.starts_with("SELF") && !l.starts_with("PROCS"))
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(pids, [1, 2, 3], "init, sh, ps and nothing else: {inside}");
+    // ls, grep and the subshell running them are there too.
+    let procs: u32 = inside
+        .lines()
+        .find_map(|l| l.strip_prefix("PROCS "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(procs <= 6, "/proc lists others: {inside}");
+
+    // Control: a recipe that opts out sees the host's processes, the marker among them.
+    let outside = env.sh("hostpids", &["--network", "none"], probe);
+    assert!(
+        outside.lines().any(|l| l.ends_with(&marker)),
+        "without a PID namespace the marker should show: {outside}"
+    );
+    assert!(!outside.contains("SELF 2\n"), "{outside}");
+}
+
+#[test]
+fn orphans_are_reaped_by_the_sandboxs_init() {
+    let Some(env) = setup("reap", &["reap"]) else {
+        return;
+    };
+    // Five orphans, adopted by PID 1 while they run; and, as a control that the probe sees a
+    // zombie, a parent that never reaps its child (it execs `sleep` after forking it).
+    let script = "sh -c 'sleep 0.3 & exec sleep 2' & \
+                  for i in 1 2 3 4 5; do (sleep 0.6 &); done; \
+                  sleep 0.2; echo \"ADOPTED $(ps -eo ppid=,args= | grep -c '^ *1 sleep 0.6$')\"; \
+                  sleep 1.2; ps -eo stat=,ppid=,args= | sed 's/^/PS /'; wait";
+    let out = env.sh("reap", &["--network", "none"], script);
+    assert!(out.contains("ADOPTED 5\n"), "orphans go to PID 1: {out}");
+    let zombies: Vec<&str> = out.lines().filter(|l| l.starts_with("PS Z")).collect();
+    assert_eq!(
+        zombies.len(),
+        1,
+        "only the control's zombie should be left: {out}"
+    );
+    assert!(
+        zombies[0].split_whitespace().nth(2) != Some("1"),
+        "the init left a zombie: {out}"
+    );
+}
+
+#[test]
+fn join_runs_a_command_inside_the_running_instance() {
+    let Some(env) = setup("join", &["join"]) else {
+        return;
+    };
+    let not_running = env.doppel(&["run", "join", "--join", "--", "true"]);
+    assert!(!not_running.status.success());
+    assert!(
+        stderr(&not_running).contains("start it with `doppel run join`"),
+        "{}",
+        stderr(&not_running)
+    );
+
+    let mut child = env.spawn_doppel(&["run", "join", "--network", "none", "--", "sleep", "613"]);
+    let _stop = StopOnDrop(&env, "join");
+    let record = env.user.runtime.join("doppel/join.instance");
+    let mut text = String::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            text = fs::read_to_string(&record).unwrap_or_default();
+            record_field(&text, "sandbox_pid").is_some_and(|p| p > 0)
+        }),
+        "the instance did not start"
+    );
+    let sandbox = record_field(&text, "sandbox_pid").unwrap().to_string();
+
+    let script = "f=\"$HOME/joined\"; readlink /proc/self/ns/mnt > \"$f.tmp\"; \
+                  readlink /proc/self/ns/pid >> \"$f.tmp\"; \
+                  tr '\\0' ' ' < /proc/1/cmdline >> \"$f.tmp\"; echo >> \"$f.tmp\"; \
+                  echo \"$$ $PPID $(pwd) $DOPPEL_PROFILE\" >> \"$f.tmp\"; \
+                  grep -E '^(NoNewPrivs|CapEff|Seccomp):' /proc/self/status >> \"$f.tmp\"; \
+                  mv \"$f.tmp\" \"$f\"; exec sleep 617";
+    let out = env.doppel(&["run", "join", "--join", "--", "sh", "-c", script]);
+    let joined: i32 = ok(&out).trim().parse().unwrap();
+    let file = env.profile_data("join").join("home/joined");
+    assert!(
+        wait_until(Duration::from_secs(10), || file.exists()),
+        "the joined command did not write into the profile's home"
+    );
+    let got = fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = got.lines().collect();
+
+    // The instance's mount and PID namespaces; the host's are others (control).
+    assert_eq!(lines[0], ns_of(&sandbox, "mnt"), "{got}");
+    assert_ne!(lines[0], ns_of("self", "mnt"));
+    assert_eq!(lines[1], ns_of(&sandbox, "pid"), "{got}");
+    assert_ne!(lines[1], ns_of("self", "pid"));
+    // PID 1 inside is the instance's first process, not the host's init (control).
+    let cmdline = |pid: &str| {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .unwrap()
+            .iter()
+            .map(|&b| if b == 0 { ' ' } else { b as char })
+            .collect::<String>()
+    };
+    assert_eq!(lines[2], cmdline(&sandbox), "{got}");
+    assert_ne!(lines[2], cmdline("1"));
+    // Adopted by the sandbox's init, in the home, with the app's environment.
+    let fields: Vec<&str> = lines[3].split(' ').collect();
+    assert!(fields[0].parse::<u32>().unwrap() < 10, "{got}");
+    assert_eq!(fields[1], "1", "{got}");
+    assert_eq!(fields[2], env.user.home.display().to_string(), "{got}");
+    assert_eq!(fields[3], "join", "{got}");
+    for want in ["NoNewPrivs:\t1", "CapEff:\t0000000000000000", "Seccomp:\t2"] {
+        assert!(got.contains(want), "missing {want:?} in {got}");
+    }
+    // The pid it printed is the host's view of that process, a child of the sandbox's init.
+    assert_eq!(ns_of(&joined.to_string(), "mnt"), ns_of(&sandbox, "mnt"));
+    assert_eq!(ppid(joined), Some(sandbox.parse().unwrap()));
+
+    // Stopping the instance ends the joined command too.
+    assert!(ok(&env.doppel(&["stop", "join"])).contains("stopped join"));
+    assert!(wait_until(Duration::from_secs(15), || child
+        .try_wait()
+        .unwrap()
+        .is_some()));
+    assert!(
+        wait_until(Duration::from_secs(5), || ppid(joined).is_none()),
+        "the joined command outlived its instance"
+    );
+}

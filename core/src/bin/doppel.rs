@@ -83,6 +83,10 @@ enum Cmd {
         /// Read the passphrase of a locked profile from this file descriptor.
         #[arg(long, value_name = "N")]
         passphrase_fd: Option<i32>,
+        /// Run the command after `--` inside the profile's running instance (its namespaces,
+        /// home, environment and restrictions), detached, and print its pid.
+        #[arg(long, requires = "command", conflicts_with_all = ["network", "urls", "passphrase_fd"])]
+        join: bool,
     },
     /// Lock an encrypted profile: its data becomes unreadable until unlocked.
     Lock {
@@ -422,6 +426,14 @@ fn cmd_run(
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
+fn cmd_join(dirs: &Dirs, id: &str, command: &[String]) -> Result<()> {
+    let id = parse_id(id)?;
+    profile::load(dirs, &id)?;
+    let pid = doppel_core::sandbox::join(dirs, &id, command)?;
+    println!("{pid}");
+    Ok(())
+}
+
 fn cmd_stop(dirs: &Dirs, id: &str, timeout: u64) -> Result<()> {
     let id = parse_id(id)?;
     profile::load(dirs, &id)?;
@@ -593,7 +605,14 @@ fn real_main() -> Result<ExitCode> {
             urls,
             command,
             passphrase_fd,
+            join: false,
         } => return cmd_run(&dirs, &id, network, urls, command, passphrase_fd),
+        Cmd::Run {
+            id,
+            command,
+            join: true,
+            ..
+        } => cmd_join(&dirs, &id, &command)?,
         Cmd::Lock { id, stop } => cmd_lock(&dirs, &id, stop)?,
         Cmd::Unlock { id, passphrase_fd } => cmd_unlock(&dirs, &id, passphrase_fd)?,
         Cmd::Passwd { id, passphrase_fd } => cmd_passwd(&dirs, &id, passphrase_fd)?,

@@ -127,8 +127,109 @@ impl Display {
             .collect()
     }
 
-    /// `_NET_WM_PID` of a window, if the client set it.
+    /// The pid of the process that made a window, as the host sees it: the X server's record
+    /// of the client (X-Resource), else `_NET_WM_PID` if the client set it. A client in a PID
+    /// namespace (a clone) sets `_NET_WM_PID` to its pid inside, which names another process
+    /// on the host.
     pub fn window_pid(&self, id: u64) -> Option<u32> {
+        self.window_client_pid(id).or_else(|| self.net_wm_pid(id))
+    }
+
+    /// The pid of the X client that owns window `id`, from the X-Resource extension's client
+    /// ids (the server takes it from the connection's credentials).
+    pub fn window_client_pid(&self, id: u64) -> Option<u32> {
+        use std::io::Write;
+        let list = self
+            .root_command("xauth")
+            .arg("-f")
+            .arg(&self.xauthority)
+            .args(["list", &self.name])
+            .output()
+            .ok()?;
+        let hex = String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .next()?
+            .split_whitespace()
+            .nth(2)?
+            .to_owned();
+        let cookie = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        let mut s = std::os::unix::net::UnixStream::connect(socket_path(self.number)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let pad = |v: &mut Vec<u8>| v.resize(v.len().div_ceil(4) * 4, 0);
+        // Connection setup, little-endian, protocol 11.0, with the cookie.
+        let auth = b"MIT-MAGIC-COOKIE-1";
+        let mut req = vec![b'l', 0, 11, 0, 0, 0];
+        req.extend((auth.len() as u16).to_le_bytes());
+        req.extend((cookie.len() as u16).to_le_bytes());
+        req.extend([0, 0]);
+        req.extend(auth);
+        pad(&mut req);
+        req.extend(&cookie);
+        pad(&mut req);
+        s.write_all(&req).ok()?;
+        let mut head = [0u8; 8];
+        s.read_exact(&mut head).ok()?;
+        let mut rest = vec![0u8; usize::from(u16::from_le_bytes([head[6], head[7]])) * 4];
+        s.read_exact(&mut rest).ok()?;
+        if head[0] != 1 {
+            return None;
+        }
+        // A reply to the last request: errors (0) end the query, events (2 and up) are skipped.
+        let reply = |s: &mut std::os::unix::net::UnixStream| -> Option<Vec<u8>> {
+            loop {
+                let mut r = vec![0u8; 32];
+                s.read_exact(&mut r).ok()?;
+                match r[0] {
+                    0 => return None,
+                    1 => {
+                        let extra = u32::from_le_bytes(r[4..8].try_into().ok()?) as usize * 4;
+                        let mut more = vec![0u8; extra];
+                        s.read_exact(&mut more).ok()?;
+                        r.extend(more);
+                        return Some(r);
+                    }
+                    _ => continue,
+                }
+            }
+        };
+        // QueryExtension("X-Resource").
+        let ext = b"X-Resource";
+        let mut q = vec![98, 0];
+        q.extend((((8 + ext.len()).div_ceil(4)) as u16).to_le_bytes());
+        q.extend((ext.len() as u16).to_le_bytes());
+        q.extend([0, 0]);
+        q.extend(ext);
+        pad(&mut q);
+        s.write_all(&q).ok()?;
+        let r = reply(&mut s)?;
+        if r[8] == 0 {
+            return None;
+        }
+        // XResQueryClientIds: the client owning the window, its pid (mask 2).
+        let mut q = vec![r[9], 4];
+        q.extend(4u16.to_le_bytes());
+        q.extend(1u32.to_le_bytes());
+        q.extend((id as u32).to_le_bytes());
+        q.extend(2u32.to_le_bytes());
+        s.write_all(&q).ok()?;
+        let r = reply(&mut s)?;
+        let word = |at: usize| Some(u32::from_le_bytes(r.get(at..at + 4)?.try_into().ok()?));
+        let mut at = 32;
+        for _ in 0..word(8)? {
+            let (mask, len) = (word(at + 4)?, word(at + 8)? as usize);
+            if mask & 2 != 0 && len >= 4 {
+                return word(at + 12);
+            }
+            at += 12 + len;
+        }
+        None
+    }
+
+    /// `_NET_WM_PID` of a window, if the client set it: its pid in its own PID namespace.
+    pub fn net_wm_pid(&self, id: u64) -> Option<u32> {
         let out = self
             .root_command("xdotool")
             .args(["getwindowpid", &id.to_string()])
