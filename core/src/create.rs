@@ -135,6 +135,11 @@ pub fn create(
     } else {
         None
     };
-    let warnings = crate::launcher::refresh(dirs, p);
+    let mut warnings = crate::launcher::refresh(dirs, p);
+    if let Err(e) = crate::links::sync(dirs) {
+        warnings.push(format!(
+            "its sign-in links will open in your own copy of the app: {e}"
+        ));
+    }
     Ok(Made { recovery, warnings })
 }

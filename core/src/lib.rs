@@ -15,6 +15,7 @@ pub mod id;
 pub mod instance;
 pub mod keys;
 pub mod launcher;
+pub mod links;
 pub mod manage;
 pub mod monitor;
 pub mod plan;

@@ -38,6 +38,9 @@ pub fn delete(dirs: &Dirs, id: &ProfileId) -> Result<(), ManageError> {
     crate::launcher::remove(dirs, id)?;
     storage::destroy(&p)?;
     profile::delete(dirs, id)?;
+    // Its link schemes go back to their previous handler if no other profile needs them; a
+    // failure here leaves Doppel as the handler, which still opens links in the first copy.
+    let _ = crate::links::sync(dirs);
     Ok(())
 }
 

@@ -120,6 +120,10 @@ enum Cmd {
         #[arg(long)]
         color: Option<String>,
     },
+    /// Open a link (tg://, slack://…): in the clone that is signing in and waiting for it, in
+    /// the one you pick when several are, else in your own copy of the app. Doppel registers
+    /// this as the handler of its profiles' link schemes.
+    Open { url: String },
     /// List what a clone with a copy-on-write home changed relative to your real home.
     Diff { id: String },
     /// Copy a file a clone made or changed out to your real home.
@@ -538,6 +542,86 @@ fn cmd_set(dirs: &Dirs, id: &str, name: Option<&str>, color: Option<&str>) -> Re
     Ok(())
 }
 
+fn cmd_open(dirs: &Dirs, url: &str) -> Result<()> {
+    use doppel_core::links::{self, Target};
+    let target = match links::route(dirs, url)? {
+        Target::Choose(candidates) => match choose(url, &candidates)? {
+            Some(id) => Target::Clone(id),
+            None => links::route_host(dirs, url),
+        },
+        t => t,
+    };
+    match target {
+        Target::Clone(id) => {
+            let label = links::open_in_clone(dirs, &id, url)?;
+            println!("opened {url} in {label}");
+        }
+        Target::Host(handler) => {
+            let name = links::open_on_host(dirs, handler.as_deref(), url)?;
+            println!("opened {url} in {name}");
+        }
+        Target::Choose(_) => bail!("no profile was chosen for {url}; nothing opened"),
+    }
+    Ok(())
+}
+
+/// Asks which waiting clone gets `url`: the window's chooser on a desktop, a prompt in a
+/// terminal; None means the person's own copy of the app.
+fn choose(url: &str, candidates: &[doppel_core::links::Candidate]) -> Result<Option<ProfileId>> {
+    let by_index = |i: usize| candidates.get(i).map(|c| c.id.clone());
+    let on_desktop =
+        std::env::var_os("WAYLAND_DISPLAY").is_some() || std::env::var_os("DISPLAY").is_some();
+    let gui = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("doppel-gui")))
+        .filter(|p| p.is_file())
+        .or_else(|| apps::which("doppel-gui"));
+    if on_desktop && !std::io::stdin().is_terminal() {
+        if let Some(gui) = gui {
+            let mut cmd = std::process::Command::new(gui);
+            cmd.arg("--choose-profile").arg(url);
+            for c in candidates {
+                cmd.arg(format!("{}={}", c.id, c.label));
+            }
+            cmd.arg("--host=app");
+            let out = cmd
+                .stderr(std::process::Stdio::null())
+                .output()
+                .context("cannot show the profile chooser")?;
+            let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if !out.status.success() {
+                bail!("no profile was chosen for {url}; nothing opened");
+            }
+            return Ok(candidates
+                .iter()
+                .find(|c| c.id.as_str() == answer)
+                .map(|c| c.id.clone()));
+        }
+    }
+    if !std::io::stdin().is_terminal() {
+        // No one to ask: the first copy gets it, as if Doppel were not installed.
+        return Ok(None);
+    }
+    println!("More than one profile is waiting for a sign-in link:");
+    for (i, c) in candidates.iter().enumerate() {
+        println!("  {}. {}", i + 1, c.label);
+    }
+    println!("  0. your own copy of the app");
+    print!("Open {url} in [1]: ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    let answer = answer.trim();
+    if answer.is_empty() {
+        return Ok(by_index(0));
+    }
+    match answer.parse::<usize>() {
+        Ok(0) => Ok(None),
+        Ok(n) if n <= candidates.len() => Ok(by_index(n - 1)),
+        _ => bail!("{answer:?} is not one of the numbers shown; nothing opened"),
+    }
+}
+
 fn cmd_diff(dirs: &Dirs, id: &str) -> Result<()> {
     let id = parse_id(id)?;
     let p = profile::load(dirs, &id)?;
@@ -617,6 +701,7 @@ fn real_main() -> Result<ExitCode> {
         Cmd::Unlock { id, passphrase_fd } => cmd_unlock(&dirs, &id, passphrase_fd)?,
         Cmd::Passwd { id, passphrase_fd } => cmd_passwd(&dirs, &id, passphrase_fd)?,
         Cmd::Set { id, name, color } => cmd_set(&dirs, &id, name.as_deref(), color.as_deref())?,
+        Cmd::Open { url } => cmd_open(&dirs, &url)?,
         Cmd::Diff { id } => cmd_diff(&dirs, &id)?,
         Cmd::Recover { id, path, to } => cmd_recover(&dirs, &id, &path, to.as_deref())?,
         Cmd::Stop { id, timeout } => cmd_stop(&dirs, &id, timeout)?,

@@ -192,6 +192,18 @@ pub fn chown(p: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
 }
 
+/// `chown -R uid:gid p`.
+#[allow(dead_code)]
+pub fn chown_tree(p: &Path, uid: u32, gid: u32) {
+    let st = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{uid}:{gid}"))
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(st.success(), "chown -R {}", p.display());
+}
+
 /// One test's own Doppel configuration (config and data dirs), so tests run side by side.
 pub struct Env {
     pub user: User,
