@@ -31,6 +31,7 @@ const START_GRACE: Duration = Duration::from_secs(10);
 
 mod imp {
     use adw::subclass::prelude::*;
+    use gtk::prelude::*;
     use gtk::{glib, CompositeTemplate, TemplateChild};
 
     /// The window's widgets, from ui/window.ui.
@@ -48,7 +49,7 @@ mod imp {
         #[template_child]
         pub error_page: TemplateChild<adw::StatusPage>,
         #[template_child]
-        pub profile_slot: TemplateChild<adw::Bin>,
+        pub profile_page: TemplateChild<crate::page::ProfilePage>,
     }
 
     #[glib::object_subclass]
@@ -58,6 +59,7 @@ mod imp {
         type ParentType = adw::ApplicationWindow;
 
         fn class_init(klass: &mut Self::Class) {
+            crate::page::ProfilePage::ensure_type();
             klass.bind_template();
         }
 
@@ -97,8 +99,8 @@ pub struct Ui {
     stack: gtk::Stack,
     list: gtk::ListBox,
     error_page: adw::StatusPage,
-    profile_slot: adw::Bin,
-    /// A profile's page, made the first time one is opened (not needed for the first frame).
+    /// A profile's page (made with the window: making it later, when first opened, crashed
+    /// GTK 4.8 now and then under the in-process driver test).
     pub page: std::cell::OnceCell<ProfilePage>,
     busy: RefCell<HashSet<ProfileId>>,
     starting: RefCell<HashMap<ProfileId, Instant>>,
@@ -119,8 +121,7 @@ impl Ui {
             stack: t.stack.get(),
             list: t.list.get(),
             error_page: t.error_page.get(),
-            profile_slot: t.profile_slot.get(),
-            page: std::cell::OnceCell::new(),
+            page: std::cell::OnceCell::from(t.profile_page.get()),
             window,
             dirs,
             busy: RefCell::default(),
@@ -130,6 +131,7 @@ impl Ui {
             failures: LaunchFailures::default(),
             watchers: RefCell::default(),
         });
+        crate::page::connect(&ui);
         // A click on a row (not on its buttons) opens the profile's page.
         ui.list.connect_row_activated(|list, row| {
             if let Some(id) = row.widget_name().strip_prefix(ROW_PREFIX) {
@@ -141,12 +143,6 @@ impl Ui {
 
     /// Shows the page of profile `id`.
     pub fn open_profile(self: &Rc<Self>, id: &ProfileId) {
-        if self.page.get().is_none() {
-            let page = ProfilePage::new();
-            self.profile_slot.set_child(Some(&page));
-            let _ = self.page.set(page);
-            crate::page::connect(self);
-        }
         self.pages.set_visible_child_name("profile");
         crate::page::show(self, id);
     }

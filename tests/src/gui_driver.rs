@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn script(app: &adw::Application, app_name: &str, artifacts: &Path) -> Result<(), String> {
+async fn script(app: &adw::Application, app_name: &str, _artifacts: &Path) -> Result<(), String> {
     let main = wait("the main window", || toplevel("Doppel")).await?;
     step("main window up");
 
@@ -102,11 +102,6 @@ async fn script(app: &adw::Application, app_name: &str, artifacts: &Path) -> Res
         create.is_sensitive().then_some(())
     })
     .await?;
-    save_png(
-        dialog.upcast_ref(),
-        &artifacts.join("gui-driver-new-profile.png"),
-    )
-    .await;
     create.emit_clicked();
     step("Create clicked");
     wait("the dialog to close", || {
@@ -133,7 +128,6 @@ async fn script(app: &adw::Application, app_name: &str, artifacts: &Path) -> Res
             .filter(|r| r.subtitle().is_some_and(|s| s.starts_with("Running")))
     })
     .await?;
-    save_png(main.upcast_ref(), &artifacts.join("gui-driver-running.png")).await;
 
     // Its page: stop it there.
     // What a click on the row does.
@@ -144,7 +138,6 @@ async fn script(app: &adw::Application, app_name: &str, artifacts: &Path) -> Res
         state.label().starts_with("Running").then_some(())
     })
     .await?;
-    save_png(main.upcast_ref(), &artifacts.join("gui-driver-page.png")).await;
     let primary: gtk::Button = named(&main, "primary-button")?;
     if primary.label().as_deref() != Some("Stop") {
         return Err(format!(
@@ -276,26 +269,4 @@ async fn wait_cli(text: &str) -> Result<(), String> {
     .await?;
     step(&format!("the CLI sees {text:?}"));
     Ok(())
-}
-
-/// Renders `widget` into a PNG once it has settled (transitions done, drawn at least once).
-/// Best effort: a failure only loses the picture.
-async fn save_png(widget: &gtk::Widget, path: &Path) {
-    glib::timeout_future(Duration::from_millis(700)).await;
-    let paintable = gtk::WidgetPaintable::new(Some(widget));
-    let (w, h) = (widget.width(), widget.height());
-    let snapshot = gtk::Snapshot::new();
-    paintable.snapshot(&snapshot, f64::from(w), f64::from(h));
-    let Some(node) = snapshot.to_node() else {
-        eprintln!("driver: nothing drawn for {}", path.display());
-        return;
-    };
-    let Some(renderer) = widget.native().and_then(|n| n.renderer()) else {
-        eprintln!("driver: no renderer for {}", path.display());
-        return;
-    };
-    let texture = renderer.render_texture(&node, None);
-    if let Err(e) = texture.save_to_png(path) {
-        eprintln!("driver: cannot save {}: {e}", path.display());
-    }
 }
