@@ -56,6 +56,31 @@ fn dialog_header(title: &str, action: &str) -> (adw::HeaderBar, gtk::Button, gtk
     (header, ok, spinner)
 }
 
+/// Puts `header` over a padded column of `children` as `win`'s content; returns the column.
+fn dialog_body(
+    win: &adw::Window,
+    header: &adw::HeaderBar,
+    spacing: i32,
+    children: &[&gtk::Widget],
+) -> gtk::Box {
+    let content = gtk::Box::builder()
+        .orientation(gtk::Orientation::Vertical)
+        .spacing(spacing)
+        .margin_top(18)
+        .margin_bottom(24)
+        .margin_start(24)
+        .margin_end(24)
+        .build();
+    for c in children {
+        content.append(*c);
+    }
+    let outer = gtk::Box::new(gtk::Orientation::Vertical, 0);
+    outer.append(header);
+    outer.append(&content);
+    win.set_content(Some(&outer));
+    content
+}
+
 /// The widgets of the new-profile form that its logic reads.
 struct Form {
     win: adw::Window,
@@ -478,21 +503,12 @@ fn recovery_key(ui: &Rc<Ui>, id: ProfileId, label: &str, key: Zeroizing<String>,
             b.set_label("Copied");
         });
     }
-    let content = gtk::Box::builder()
-        .orientation(gtk::Orientation::Vertical)
-        .spacing(18)
-        .margin_top(18)
-        .margin_bottom(24)
-        .margin_start(24)
-        .margin_end(24)
-        .build();
-    content.append(&body);
-    content.append(&card);
-    content.append(&copy);
-    let outer = gtk::Box::new(gtk::Orientation::Vertical, 0);
-    outer.append(&header);
-    outer.append(&content);
-    win.set_content(Some(&outer));
+    dialog_body(
+        &win,
+        &header,
+        18,
+        &[body.upcast_ref(), card.upcast_ref(), copy.upcast_ref()],
+    );
     {
         let ui = Rc::clone(ui);
         let label = label.to_owned();
@@ -530,21 +546,12 @@ pub fn unlock(ui: &Rc<Ui>, id: &ProfileId, launch: bool) {
         .css_classes(["error"])
         .visible(false)
         .build();
-    let content = gtk::Box::builder()
-        .orientation(gtk::Orientation::Vertical)
-        .spacing(12)
-        .margin_top(18)
-        .margin_bottom(24)
-        .margin_start(24)
-        .margin_end(24)
-        .build();
-    content.append(&intro);
-    content.append(&entry);
-    content.append(&error);
-    let outer = gtk::Box::new(gtk::Orientation::Vertical, 0);
-    outer.append(&header);
-    outer.append(&content);
-    win.set_content(Some(&outer));
+    dialog_body(
+        &win,
+        &header,
+        12,
+        &[intro.upcast_ref(), entry.upcast_ref(), error.upcast_ref()],
+    );
     win.set_default_widget(Some(&ok));
 
     {
@@ -641,21 +648,12 @@ pub fn change_passphrase(ui: &Rc<Ui>, id: &ProfileId) {
         .xalign(0.0)
         .css_classes(["dim-label"])
         .build();
-    let content = gtk::Box::builder()
-        .orientation(gtk::Orientation::Vertical)
-        .spacing(18)
-        .margin_top(18)
-        .margin_bottom(24)
-        .margin_start(24)
-        .margin_end(24)
-        .build();
-    content.append(&intro);
-    content.append(&group);
-    content.append(&problem);
-    let outer = gtk::Box::new(gtk::Orientation::Vertical, 0);
-    outer.append(&header);
-    outer.append(&content);
-    win.set_content(Some(&outer));
+    let content = dialog_body(
+        &win,
+        &header,
+        18,
+        &[intro.upcast_ref(), group.upcast_ref(), problem.upcast_ref()],
+    );
 
     let check = {
         let (old, new, repeat, ok, strength, problem) = (

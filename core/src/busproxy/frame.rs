@@ -235,17 +235,7 @@ fn generic_check(bytes: &[u8], e: Endian) -> Result<(), FrameError> {
             _ => true,
         };
         if !ok {
-            return Err(bad(match code {
-                1 => "path",
-                2 => "interface",
-                3 => "member",
-                4 => "error name",
-                5 => "reply serial",
-                6 => "destination",
-                7 => "sender",
-                8 => "signature",
-                _ => "descriptor count",
-            }));
+            return Err(bad(field_name(*code)));
         }
     }
     Ok(())

@@ -206,12 +206,7 @@ impl Policy {
         member: Option<&str>,
         path: Option<&str>,
     ) -> bool {
-        if self.level(name) >= Level::Talk {
-            return true;
-        }
-        self.calls
-            .iter()
-            .any(|(n, r)| n.matches(name) && r.matches(iface, member, path))
+        self.allows(&self.calls, name, iface, member, path)
     }
 
     /// Whether a signal from `name` with this interface, member and path may reach the client.
@@ -222,12 +217,22 @@ impl Policy {
         member: Option<&str>,
         path: Option<&str>,
     ) -> bool {
-        if self.level(name) >= Level::Talk {
-            return true;
-        }
-        self.broadcasts
-            .iter()
-            .any(|(n, r)| n.matches(name) && r.matches(iface, member, path))
+        self.allows(&self.broadcasts, name, iface, member, path)
+    }
+
+    /// TALK on the name, or one of `filters` for it matching the message.
+    fn allows(
+        &self,
+        filters: &[(NamePattern, MessageRule)],
+        name: &str,
+        iface: Option<&str>,
+        member: Option<&str>,
+        path: Option<&str>,
+    ) -> bool {
+        self.level(name) >= Level::Talk
+            || filters
+                .iter()
+                .any(|(n, r)| n.matches(name) && r.matches(iface, member, path))
     }
 
     /// Whether any rule concerns a name below `prefix`, or `prefix` itself: the names the
