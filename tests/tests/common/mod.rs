@@ -72,6 +72,7 @@ pub fn staged() -> &'static Staged {
             "{} is missing: build the workspace first (cargo build --workspace)",
             src.display()
         );
+        sweep_stale_stages();
         let dir = PathBuf::from(format!("/tmp/doppel-e2e-{}", std::process::id()));
         let share = dir.join("share");
         fs::create_dir_all(share.join("doppel/profiles")).unwrap();
@@ -97,6 +98,27 @@ pub fn staged() -> &'static Staged {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         Staged { dir, doppel, share }
     })
+}
+
+/// Removes the staged copies of earlier test binaries that have exited: each run stages its own
+/// (tests run concurrently), and a statically held stage is never dropped.
+fn sweep_stale_stages() {
+    let Ok(entries) = fs::read_dir("/tmp") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("doppel-e2e-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// An unprivileged account the sandboxed side runs as.
