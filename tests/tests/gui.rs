@@ -12,6 +12,7 @@ mod display;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -339,6 +340,31 @@ fn profiles_in_different_states_are_listed() {
     );
 }
 
+/// The threads' backtraces from each core file in `dir` (which are then removed), read with
+/// gdb when it is installed; empty when there are none.
+fn backtraces(exe: &Path, dir: &Path) -> String {
+    let mut text = String::new();
+    for core in fs::read_dir(dir).unwrap().flatten() {
+        if !core.file_name().to_string_lossy().starts_with("core") {
+            continue;
+        }
+        let out = std::process::Command::new("gdb")
+            .args(["-q", "-batch", "-ex", "thread apply all bt"])
+            .arg(exe)
+            .arg(core.path())
+            .output();
+        match out {
+            Ok(o) => {
+                text.push_str("\n--- backtrace of the crash (gdb) ---\n");
+                text.push_str(&String::from_utf8_lossy(&o.stdout));
+            }
+            Err(e) => text.push_str(&format!("\n(a core file was left; gdb: {e})\n")),
+        }
+        let _ = fs::remove_file(core.path());
+    }
+    text
+}
+
 /// The driver (tests/src/gui_driver.rs), copied next to the staged `doppel`, where both it and
 /// the window look for the CLI.
 fn staged_driver() -> PathBuf {
@@ -390,21 +416,36 @@ fn the_window_creates_launches_stops_renames_and_deletes_a_profile() {
     // of SIGSEGV inside GTK right after the clone starts (about one run in three on this
     // machine since the PID-namespace and tray changes). Each crash is reported here; the test
     // fails only if five attempts in a row fail.
+    let cores = env.root.join("cores");
+    fs::create_dir_all(&cores).unwrap();
+    common::chown(&cores, env.user.uid, env.user.gid);
     let mut attempt = 0;
     let (ended, status, transcript) = loop {
         attempt += 1;
         let log = common::artifacts().join("gui-driven.log");
         let out = fs::File::create(&log).unwrap();
-        let mut child = env
-            .user
-            .command(
-                &vars,
-                &[
-                    driver.as_os_str(),
-                    "Doppel Sleeper".as_ref(),
-                    shots.as_os_str(),
-                ],
-            )
+        let mut cmd = env.user.command(
+            &vars,
+            &[
+                driver.as_os_str(),
+                "Doppel Sleeper".as_ref(),
+                shots.as_os_str(),
+            ],
+        );
+        // A crash leaves a core file here (with the kernel's plain `core` pattern), read below.
+        cmd.current_dir(&cores);
+        // SAFETY: setrlimit is async-signal-safe and touches only the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                let unlimited = libc::rlimit {
+                    rlim_cur: libc::RLIM_INFINITY,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &unlimited);
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -420,7 +461,8 @@ fn the_window_creates_launches_stops_renames_and_deletes_a_profile() {
         for shot in fs::read_dir(&shots).unwrap().flatten() {
             let _ = fs::copy(shot.path(), common::artifacts().join(shot.file_name()));
         }
-        let transcript = fs::read_to_string(&log).unwrap_or_default();
+        let mut transcript = fs::read_to_string(&log).unwrap_or_default();
+        transcript.push_str(&backtraces(&driver, &cores));
         if !status.success() {
             // The clone outlives the window; do not leave it to the next run.
             let _ = env.doppel(&["stop", "driven"]);

@@ -1196,6 +1196,8 @@ fn hostile_calls_are_refused_and_change_nothing() {
         .prefix("doppel-e2e-plant-")
         .tempdir()
         .unwrap();
+    // On a fresh machine /var/lib/doppel does not exist before the helper's first volume.
+    fs::create_dir_all(state_dir(ub.uid).parent().unwrap()).unwrap();
     std::os::unix::fs::symlink(plant.path(), state_dir(ub.uid)).unwrap();
     h.run(
         vec![
