@@ -7,7 +7,7 @@ set -euo pipefail
 
 want=(pkg-config libgtk-4-dev libadwaita-1-dev passt dbus e2fsprogs)
 if [ "${1:-run}" = test ]; then
-  want+=(xvfb xauth xdotool x11-utils imagemagick desktop-file-utils telegram-desktop chromium firefox-esr dino-im hexchat pidgin python3 util-linux procps
+  want+=(xvfb xauth xdotool x11-utils imagemagick desktop-file-utils telegram-desktop chromium firefox-esr dino-im hexchat pidgin python3 util-linux procps man-db groff-base zsh fish
          appstream systemd libxml2-utils shellcheck apparmor
          hyperfine bubblewrap e2fsprogs polkitd dbus-bin dbus-daemon libglib2.0-bin xdg-dbus-proxy)
 fi

@@ -7,6 +7,7 @@
 pub mod apps;
 pub mod atomic;
 pub mod busproxy;
+pub mod cli;
 pub mod create;
 pub mod dirs;
 pub mod doctor;
