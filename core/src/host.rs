@@ -59,7 +59,15 @@ pub struct HostFacts {
     pub cwd: Option<PathBuf>,
     /// Whether `/run/doppel` (the helper's mounts) exists.
     pub run_doppel: bool,
+    /// The `doppel` binary, which a clone runs as its `xdg-open` (see [`crate::opener`]); None
+    /// when this process is not `doppel`.
+    pub opener: Option<PathBuf>,
+    /// Whether the host has `/usr/bin/xdg-open`, which the opener then covers in the sandbox.
+    pub xdg_open: bool,
 }
+
+/// The host's `xdg-open`, covered by Doppel's opener inside clones.
+pub const XDG_OPEN: &str = "/usr/bin/xdg-open";
 
 /// Where the helper mounts unlocked volumes and copy-on-write homes.
 pub const RUN_DOPPEL: &str = "/run/doppel";
@@ -194,6 +202,10 @@ impl HostFacts {
             cwd,
             home,
             run_doppel: Path::new(RUN_DOPPEL).is_dir(),
+            opener: env::current_exe()
+                .ok()
+                .filter(|p| p.file_name().is_some_and(|n| n == "doppel") && p.is_file()),
+            xdg_open: Path::new(XDG_OPEN).is_file(),
         })
     }
 }

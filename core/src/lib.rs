@@ -19,6 +19,7 @@ pub mod launcher;
 pub mod links;
 pub mod manage;
 pub mod monitor;
+pub mod opener;
 pub mod plan;
 pub mod profile;
 pub mod recipe;

@@ -594,6 +594,33 @@ impl SandboxPlan {
             }
         });
 
+        // Links the clone opens go to the host's browser through the OpenURI portal: Doppel's
+        // opener stands in for xdg-open, first in PATH and over the host's own.
+        if let (Some(opener), Some(_), true) = (&host.opener, &bus_proxy, has(Service::Portals)) {
+            let dir = run.join(crate::opener::SHIM_DIR);
+            push_bind(
+                &mut m,
+                opener,
+                &dir.join(crate::opener::SHIM_NAME),
+                false,
+                true,
+            );
+            if host.xdg_open {
+                push_bind(
+                    &mut m,
+                    opener,
+                    Path::new(crate::host::XDG_OPEN),
+                    false,
+                    true,
+                );
+            }
+            let path = env
+                .get("PATH")
+                .map_or("/usr/local/bin:/usr/bin:/bin", String::as_str);
+            let path = format!("{}:{path}", dir.display());
+            env.insert("PATH".into(), path);
+        }
+
         if network == NetworkMode::Isolated {
             if let Some(rc) = &host.resolv_conf {
                 let file = instance_dir.join("resolv.conf");
@@ -734,6 +761,8 @@ mod tests {
             ],
             cwd: Some("/home/ana/secret-project".into()),
             run_doppel: true,
+            opener: Some("/usr/bin/doppel".into()),
+            xdg_open: true,
         }
     }
 
@@ -1141,6 +1170,53 @@ mod tests {
     }
     fn recipe_from(text: &str) -> Recipe {
         Recipe::parse("app", Path::new("app.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn with_portals_xdg_open_is_doppels_opener_first_in_path_and_over_the_hosts() {
+        let chat = recipe_from(
+            r#"
+            name = "Chat"
+            commands = ["chat"]
+            services = ["display", "portals"]
+            "#,
+        );
+        let p = build_with(&chat, &["chat"], None, &host(), false);
+        let shim = "/run/user/1000/doppel/bin/xdg-open";
+        assert_eq!(
+            bind_of(&p, shim),
+            Some(("/usr/bin/doppel".into(), false)),
+            "{:#?}",
+            p.mounts
+        );
+        assert_eq!(
+            bind_of(&p, "/usr/bin/xdg-open"),
+            Some(("/usr/bin/doppel".into(), false))
+        );
+        assert_eq!(p.env["PATH"], "/run/user/1000/doppel/bin:/usr/bin:/bin");
+        // After the runtime dir's tmpfs, or the tmpfs would hide it.
+        let run = index_of(
+            &p,
+            |m| matches!(m, Mount::Tmpfs { dst, .. } if dst == Path::new("/run/user/1000")),
+        );
+        let at = index_of(
+            &p,
+            |m| matches!(m, Mount::Bind { dst, .. } if dst == Path::new(shim)),
+        );
+        assert!(run < at);
+
+        // No portals asked for, no host xdg-open, or no doppel binary: no opener where absent.
+        let p = plan(LaunchOptions::default());
+        assert!(bind_of(&p, shim).is_none());
+        assert_eq!(p.env["PATH"], "/usr/bin:/bin");
+        let mut h = host();
+        h.xdg_open = false;
+        let p = build_with(&chat, &["chat"], None, &h, false);
+        assert!(bind_of(&p, shim).is_some());
+        assert!(bind_of(&p, "/usr/bin/xdg-open").is_none());
+        h.opener = None;
+        let p = build_with(&chat, &["chat"], None, &h, false);
+        assert!(bind_of(&p, shim).is_none());
     }
 
     fn electron() -> Recipe {

@@ -237,6 +237,8 @@ fn host() -> HostFacts {
         env: vec![("PATH".into(), "/usr/bin:/bin".into())],
         cwd: None,
         run_doppel: false,
+        opener: None,
+        xdg_open: false,
     }
 }
 

@@ -579,6 +579,11 @@ fn real_main() -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // Inside a clone, this binary is also its `xdg-open` (see doppel_core::opener).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if doppel_core::opener::invoked_as_shim(args.first()) {
+        return doppel_core::opener::main(args.get(1..).unwrap_or_default());
+    }
     match real_main() {
         Ok(c) => c,
         Err(e) => {
