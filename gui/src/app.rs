@@ -18,6 +18,13 @@ pub const APP_ID: &str = "org.doppel.Doppel";
 /// Builds the application; `run` it to show the window.
 pub fn application(dirs: Dirs) -> adw::Application {
     let app = adw::Application::builder().application_id(APP_ID).build();
+    app.connect_startup(|_| {
+        if toasts_need_animations_off(adw::major_version(), adw::minor_version()) {
+            if let Some(settings) = gtk::Settings::default() {
+                settings.set_gtk_enable_animations(false);
+            }
+        }
+    });
     let ui: Rc<RefCell<Option<Rc<Ui>>>> = Rc::default();
     app.connect_activate(move |app| {
         if let Some(ui) = ui.borrow().as_ref() {
@@ -33,6 +40,16 @@ pub fn application(dirs: Dirs) -> adw::Application {
         *ui.borrow_mut() = Some(new);
     });
     app
+}
+
+/// Whether this libadwaita's toasts are only safe without animations. Before 1.3 (Debian 12
+/// has 1.2) a toast dismissed while it is still sliding in (its "Launch Now" clicked at once,
+/// say) has its bookkeeping freed while the slide-in animation still runs, and the end of that
+/// animation then reads freed memory: Doppel died of SIGSEGV now and then. libadwaita 1.3 fixed
+/// it ("AdwToastOverlay: Fix a use-after-free when quickly creating and dismissing toasts").
+/// With animations off, each animation ends the moment it starts, so none outlives its toast.
+fn toasts_need_animations_off(major: u32, minor: u32) -> bool {
+    major == 1 && minor < 3
 }
 
 /// The profile id in an action's parameter, if it is one.
@@ -162,4 +179,18 @@ fn about(ui: &Ui) {
         .modal(true)
         .build();
     about.present();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn animations_are_off_only_where_toasts_crash_with_them() {
+        assert!(toasts_need_animations_off(1, 2));
+        assert!(toasts_need_animations_off(1, 0));
+        assert!(!toasts_need_animations_off(1, 3));
+        assert!(!toasts_need_animations_off(1, 7));
+        assert!(!toasts_need_animations_off(2, 0));
+    }
 }

@@ -121,7 +121,16 @@ async fn script(app: &adw::Application, app_name: &str, _artifacts: &Path) -> Re
     .await?;
     launch_now.emit_clicked();
     step("Launch Now clicked");
-    wait_cli("driven: running").await?;
+    wait_cli("driven: running").await.map_err(|e| {
+        let log = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(|d| Path::new(&d).join("doppel/gui-driven.log"))
+            .and_then(|l| std::fs::read_to_string(l).ok())
+            .unwrap_or_else(|| "(no launch log)".into());
+        format!(
+            "{e}; the window's toasts: {:?}; the launch log:\n{log}",
+            toasts(&main)
+        )
+    })?;
     let row = wait("the profile's row to say Running", || {
         named::<adw::ActionRow>(&main, "profile-driven")
             .ok()
@@ -177,7 +186,8 @@ async fn script(app: &adw::Application, app_name: &str, _artifacts: &Path) -> Re
             .filter(|out| !out.contains("driven"))
             .map(|_| ())
     })
-    .await?;
+    .await
+    .map_err(|e| format!("{e}; the window's toasts: {:?}", toasts(&main)))?;
     step("deleted");
     wait("the window back at the list", || {
         named::<gtk::Label>(&main, "state-label")
@@ -213,6 +223,24 @@ fn toplevel(title: &str) -> Option<gtk::Window> {
         .into_iter()
         .filter_map(|w| w.downcast::<gtk::Window>().ok())
         .find(|w| w.is_visible() && w.title().as_deref() == Some(title))
+}
+
+/// The text of every toast the window shows (what the app told the person).
+fn toasts(root: &impl IsA<gtk::Widget>) -> Vec<String> {
+    fn walk(w: &gtk::Widget, in_toast: bool, out: &mut Vec<String>) {
+        let in_toast = in_toast || w.css_name() == "toast";
+        if let (true, Some(l)) = (in_toast, w.downcast_ref::<gtk::Label>()) {
+            out.push(l.label().to_string());
+        }
+        let mut child = w.first_child();
+        while let Some(c) = child {
+            walk(&c, in_toast, out);
+            child = c.next_sibling();
+        }
+    }
+    let mut out = Vec::new();
+    walk(root.upcast_ref(), false, &mut out);
+    out
 }
 
 /// The first widget below `root` (itself included) for which `pred` holds.

@@ -412,71 +412,57 @@ fn the_window_creates_launches_stops_renames_and_deletes_a_profile() {
     let display = Display::start(&env.user, "gui-driven", "1024x768");
     let bus = SessionBus::start(&env.user, "gui-driven");
     let vars = gui_env(&env, &display, &bus);
-    // KNOWN BUG, under investigation: the driver (the real window, in-process) sometimes dies
-    // of SIGSEGV inside GTK right after the clone starts (about one run in three on this
-    // machine since the PID-namespace and tray changes). Each crash is reported here; the test
-    // fails only if five attempts in a row fail.
     let cores = env.root.join("cores");
     fs::create_dir_all(&cores).unwrap();
     common::chown(&cores, env.user.uid, env.user.gid);
-    let mut attempt = 0;
-    let (ended, status, transcript) = loop {
-        attempt += 1;
-        let log = common::artifacts().join("gui-driven.log");
-        let out = fs::File::create(&log).unwrap();
-        let mut cmd = env.user.command(
-            &vars,
-            &[
-                driver.as_os_str(),
-                "Doppel Sleeper".as_ref(),
-                shots.as_os_str(),
-            ],
-        );
-        // A crash leaves a core file here (with the kernel's plain `core` pattern), read below.
-        cmd.current_dir(&cores);
-        // SAFETY: setrlimit is async-signal-safe and touches only the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                let unlimited = libc::rlimit {
-                    rlim_cur: libc::RLIM_INFINITY,
-                    rlim_max: libc::RLIM_INFINITY,
-                };
-                libc::setrlimit(libc::RLIMIT_CORE, &unlimited);
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let ended = common::wait_until(Duration::from_secs(300), || {
-            child.try_wait().ok().flatten().is_some()
+    let log = common::artifacts().join("gui-driven.log");
+    let out = fs::File::create(&log).unwrap();
+    let mut cmd = env.user.command(
+        &vars,
+        &[
+            driver.as_os_str(),
+            "Doppel Sleeper".as_ref(),
+            shots.as_os_str(),
+        ],
+    );
+    // A crash leaves a core file here (with the kernel's plain `core` pattern), read below.
+    cmd.current_dir(&cores);
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            let unlimited = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &unlimited);
+            Ok(())
         });
-        if !ended {
-            terminate(&mut child, Duration::from_secs(5));
-        }
-        let status = child.wait().unwrap();
-        for shot in fs::read_dir(&shots).unwrap().flatten() {
-            let _ = fs::copy(shot.path(), common::artifacts().join(shot.file_name()));
-        }
-        let mut transcript = fs::read_to_string(&log).unwrap_or_default();
-        transcript.push_str(&backtraces(&driver, &cores));
-        if !status.success() {
-            // The clone outlives the window; do not leave it to the next run.
-            let _ = env.doppel(&["stop", "driven"]);
-        }
-        if (ended && status.success()) || attempt == 5 {
-            break (ended, status, transcript);
-        }
-        eprintln!("driver attempt {attempt} failed ({status}); retrying:\n{transcript}");
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let ended = common::wait_until(Duration::from_secs(300), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !ended {
+        terminate(&mut child, Duration::from_secs(5));
+    }
+    let status = child.wait().unwrap();
+    for shot in fs::read_dir(&shots).unwrap().flatten() {
+        let _ = fs::copy(shot.path(), common::artifacts().join(shot.file_name()));
+    }
+    let mut transcript = fs::read_to_string(&log).unwrap_or_default();
+    transcript.push_str(&backtraces(&driver, &cores));
+    if !status.success() {
+        // The clone outlives the window; do not leave it to the next run.
         let _ = env.doppel(&["stop", "driven"]);
-        let _ = env.doppel(&["delete", "driven", "--yes"]);
-    };
+    }
     assert!(
         ended && status.success(),
-        "the driven window failed ({status}) {attempt} times; last:\n{transcript}"
+        "the driven window failed ({status}):\n{transcript}"
     );
     for step in [
         "the CLI sees \"driven: stopped\"",
