@@ -8,3 +8,8 @@ cd "$(dirname "$0")"
 bash scripts/deps.sh test
 cargo build --workspace --locked
 cargo test --workspace --locked -- --test-threads=4 "$@"
+# The packages: build, validate, install, use as an ordinary user, remove (needs root; skipped
+# with a printed reason otherwise, and when test names were given).
+if [ $# -eq 0 ]; then
+  bash packaging/test.sh
+fi

@@ -9,7 +9,7 @@ want=(pkg-config libgtk-4-dev libadwaita-1-dev passt dbus e2fsprogs)
 if [ "${1:-run}" = test ]; then
   want+=(xvfb xauth xdotool x11-utils imagemagick desktop-file-utils telegram-desktop chromium firefox-esr dino-im hexchat pidgin python3 util-linux procps man-db groff-base zsh fish
          appstream systemd libxml2-utils shellcheck apparmor
-         hyperfine bubblewrap gdb xdg-utils e2fsprogs polkitd dbus-bin dbus-daemon libglib2.0-bin xdg-dbus-proxy)
+         hyperfine bubblewrap gdb xdg-utils rpm dpkg-dev e2fsprogs polkitd dbus-bin dbus-daemon libglib2.0-bin xdg-dbus-proxy)
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -147,12 +147,26 @@ fn unblock_signals(cmd: &mut Command) {
     }
 }
 
-/// The `doppel-bus-proxy` program: beside this one (an install or a build tree), else on PATH.
+/// Where distribution packages put `doppel-bus-proxy`, which no person runs: Debian and Fedora
+/// (`/usr/libexec`), Arch (`/usr/lib/doppel`).
+pub const BUS_PROXY_INSTALLED: &[&str] = &[
+    "/usr/libexec/doppel-bus-proxy",
+    "/usr/lib/doppel/doppel-bus-proxy",
+];
+
+/// The `doppel-bus-proxy` program: beside this one (a build tree, or an install under one
+/// prefix), else where packages put it, else on PATH.
 pub fn bus_proxy_program() -> Option<std::path::PathBuf> {
     std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|d| d.join("doppel-bus-proxy")))
         .filter(|p| p.is_file())
+        .or_else(|| {
+            BUS_PROXY_INSTALLED
+                .iter()
+                .map(std::path::PathBuf::from)
+                .find(|p| p.is_file())
+        })
         .or_else(|| apps::which("doppel-bus-proxy"))
 }
 

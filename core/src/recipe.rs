@@ -704,11 +704,26 @@ fn source_tree_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles")
 }
 
-/// Where recipes are looked up, first match winning.
+/// Whether this program runs from the source tree it was built in (a `target/` below it), where
+/// the tree's `profiles/` is the truth; an installed copy must not read a build directory that
+/// happens to survive on the build machine.
+fn running_from_source_tree() -> bool {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    match (std::env::current_exe(), root.canonicalize()) {
+        (Ok(exe), Ok(root)) => exe.starts_with(root),
+        _ => false,
+    }
+}
+
+/// Where recipes are looked up, first match winning: the person's own, the system's
+/// (`$XDG_DATA_DIRS/doppel/profiles`, so `/usr/share/doppel/profiles` when installed), then,
+/// for a program run from its build tree, the tree's `profiles/`.
 pub fn search_dirs(dirs: &Dirs) -> Vec<PathBuf> {
     let mut v = vec![dirs.user_recipes()];
     v.extend(dirs.data_dirs.iter().map(|d| d.join("doppel/profiles")));
-    v.push(source_tree_dir());
+    if running_from_source_tree() {
+        v.push(source_tree_dir());
+    }
     v
 }
 

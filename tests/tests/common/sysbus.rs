@@ -68,6 +68,18 @@ impl SystemBus {
     /// Starts `dbus-daemon` and `polkitd` (as root) in a fresh temp dir named after `tag`, with
     /// the project's bus policy included and its polkit actions installed.
     pub fn start(tag: &str) -> SystemBus {
+        Self::start_as(tag, false)
+    }
+
+    /// Like `start`, but for an installed Doppel: the bus reads the policy and the activation
+    /// file the package installed (`/usr/share/dbus-1/system.d`, `system-services`), so the
+    /// helper is started by D-Bus activation, and polkitd the installed actions. An activated
+    /// service inherits the bus's environment, which names this bus as the system bus.
+    pub fn start_installed(tag: &str) -> SystemBus {
+        Self::start_as(tag, true)
+    }
+
+    fn start_as(tag: &str, installed: bool) -> SystemBus {
         // SAFETY: geteuid has no preconditions.
         assert!(
             unsafe { libc::geteuid() } == 0,
@@ -86,27 +98,41 @@ impl SystemBus {
 
         // The bus: a system bus carrying /usr/share/dbus-1/system.d (polkit's policy is there)
         // and a copy of ours, so the test sees exactly what the package would install.
-        let policy_dir = dir.path().join("system.d");
-        fs::create_dir(&policy_dir).unwrap();
-        let ours = packaging_dir().join("dbus/org.doppel.Helper1.conf");
-        fs::copy(&ours, policy_dir.join("org.doppel.Helper1.conf"))
-            .unwrap_or_else(|e| panic!("copying {}: {e}", ours.display()));
+        let system_d = Path::new("/usr/share/dbus-1/system.d");
+        let (policy_dir, ours) = if installed {
+            (
+                system_d.to_owned(),
+                system_d.join("org.doppel.Helper1.conf"),
+            )
+        } else {
+            let policy_dir = dir.path().join("system.d");
+            fs::create_dir(&policy_dir).unwrap();
+            let ours = packaging_dir().join("dbus/org.doppel.Helper1.conf");
+            fs::copy(&ours, policy_dir.join("org.doppel.Helper1.conf"))
+                .unwrap_or_else(|e| panic!("copying {}: {e}", ours.display()));
+            (policy_dir, ours)
+        };
         let socket = dir.path().join("system_bus_socket");
         let config = dir.path().join("bus.conf");
-        fs::write(
-            &config,
-            bus_config(
-                &socket,
-                &[Path::new("/usr/share/dbus-1/system.d"), &policy_dir],
-            ),
-        )
-        .unwrap();
+        let (includes, services): (Vec<&Path>, Vec<&Path>) = if installed {
+            (
+                vec![system_d],
+                vec![Path::new("/usr/share/dbus-1/system-services")],
+            )
+        } else {
+            (vec![system_d, &policy_dir], vec![])
+        };
+        fs::write(&config, bus_config(&socket, &includes, &services)).unwrap();
         let bus_log = dir.path().join("dbus-daemon.log");
         let mut bus = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", config.display()))
             .args(["--nofork", "--print-address=1"])
             .env_clear()
             .env("PATH", PATH)
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                format!("unix:path={}", socket.display()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file(&bus_log))
@@ -148,7 +174,9 @@ impl SystemBus {
             panic!("dbus-daemon rejected {}: {log}", ours.display());
         }
 
-        install_actions();
+        if !installed {
+            install_actions();
+        }
 
         // polkitd: started as root, it drops to the polkitd user itself.
         let pk_log = dir.path().join("polkitd.log");
@@ -188,6 +216,11 @@ impl SystemBus {
             std::thread::sleep(Duration::from_millis(50));
         }
         me
+    }
+
+    /// What the bus daemon (and the services it activated) printed so far.
+    pub fn daemon_log(&self) -> String {
+        read_log(&self.dir.path().join("dbus-daemon.log"))
     }
 
     /// The bus address, as for `DBUS_SYSTEM_BUS_ADDRESS`.
@@ -409,11 +442,17 @@ impl Drop for SystemBus {
     }
 }
 
-/// The dbus-daemon configuration: a system bus, default-deny as Debian's system.conf.
-fn bus_config(socket: &Path, include: &[&Path]) -> String {
+/// The dbus-daemon configuration: a system bus, default-deny as Debian's system.conf, that
+/// activates the services in `services` itself (no setuid launch helper: it runs as root).
+fn bus_config(socket: &Path, include: &[&Path], services: &[&Path]) -> String {
     let includes: String = include
         .iter()
         .map(|d| format!("  <includedir>{}</includedir>\n", d.display()))
+        .chain(
+            services
+                .iter()
+                .map(|d| format!("  <servicedir>{}</servicedir>\n", d.display())),
+        )
         .collect();
     format!(
         r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
