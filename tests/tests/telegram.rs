@@ -1,4 +1,5 @@
-//! Telegram Desktop, for real: a host copy and a Doppel clone run side by side on one display.
+//! Telegram Desktop, for real: a host copy and a Doppel clone run side by side on one display,
+//! and a `tg://` link opened with `doppel open` reaches the clone at its login screen.
 //!
 //! Without Doppel a second `telegram-desktop` hands itself to the first and exits (checked here
 //! as a control), so two visible Telegram windows prove the clone is a separate instance. The
@@ -430,6 +431,69 @@ fn telegram_clone_runs_beside_host_copy() {
             "host account dir: same {} names; resized by the host itself: {resized:?}",
             after.len()
         ),
+    );
+
+    // 4b. A login link reaches the clone at its login screen, not the host copy. A tg://socks
+    // link is one the login screen acts on (it asks whether to enable that proxy); the copy of
+    // Telegram that `doppel open` starts inside the clone writes, in the clone's account dir, a
+    // start log naming the link and saying it handed it to the instance already running there.
+    let port = 20_000 + std::process::id() % 40_000;
+    let link = format!("tg://socks?server=10.9.8.7&port={port}");
+    let start_logs_with = |dir: &Path| -> Vec<String> {
+        fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("log_start"))
+                    .filter_map(|e| fs::read_to_string(e.path()).ok())
+                    .filter(|t| t.contains(&link))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let out = env.doppel(&["open", &link]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    log(t0, &format!("doppel open {link}: {}", said.trim()));
+    common::ok(&out);
+    let mut forwarded = Vec::new();
+    let reached = common::wait_until(Duration::from_secs(30), || {
+        forwarded = start_logs_with(&clone_dir);
+        forwarded
+            .iter()
+            .any(|t| t.contains("this is not the first application instance"))
+    });
+    assert!(
+        reached,
+        "the link did not reach the clone's running Telegram; start logs naming it in {}:          {forwarded:#?}",
+        clone_dir.display()
+    );
+    let cmdline = forwarded
+        .iter()
+        .flat_map(|t| t.lines())
+        .find(|l| l.contains("Command line:"))
+        .unwrap_or_default();
+    log(t0, &format!("in the clone: {cmdline}"));
+    assert!(
+        cmdline.contains(&format!("-- {link}")),
+        "Telegram was not given the link after `--`, so it would drop it: {cmdline}"
+    );
+    assert!(
+        start_logs_with(&host_dir).is_empty(),
+        "the link went to the host copy too"
+    );
+    assert!(
+        s.host.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "host Telegram exited after the link"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let shot = art.join("telegram-link-in-clone.png");
+    s.display.screenshot(&shot);
+    log(
+        t0,
+        &format!("screenshot {} (the proxy question)", shot.display()),
     );
 
     // Without a window manager both windows open at the same spot, one hiding the other: put
