@@ -1,4 +1,5 @@
-//! The modal dialogs: new profile, its recovery key, and unlock.
+//! The modal dialogs' logic: new profile, its recovery key, unlock, change passphrase (their
+//! widgets are composite templates, see templates.rs), and the delete confirmation.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -12,283 +13,99 @@ use doppel_core::profile::{HomeMode, NetworkMode};
 
 use crate::model::{self, AppChoice, Strength, PRESET_COLORS};
 use crate::ops;
+use crate::templates::{NewProfileDialog, PassphraseDialog, RecoveryKeyDialog, UnlockDialog};
 use crate::window::{app_icon, color_dot, Ui};
 
-/// A modal window over the main one that Escape closes.
-fn modal(ui: &Ui, title: &str, width: i32, height: i32) -> adw::Window {
-    let win = adw::Window::builder()
-        .title(title)
-        .modal(true)
-        .transient_for(&ui.window)
-        .default_width(width)
-        .default_height(height)
-        .destroy_with_parent(true)
-        .build();
-    let keys = gtk::ShortcutController::new();
-    keys.add_shortcut(gtk::Shortcut::new(
-        gtk::ShortcutTrigger::parse_string("Escape"),
-        Some(gtk::NamedAction::new("window.close")),
-    ));
-    win.add_controller(keys);
-    win
-}
-
-/// A header bar with Cancel on the left and `action` (suggested) on the right.
-fn dialog_header(title: &str, action: &str) -> (adw::HeaderBar, gtk::Button, gtk::Spinner) {
-    let header = adw::HeaderBar::builder()
-        .show_end_title_buttons(false)
-        .show_start_title_buttons(false)
-        .title_widget(&adw::WindowTitle::new(title, ""))
-        .build();
-    let cancel = gtk::Button::builder()
-        .label("Cancel")
-        .action_name("window.close")
-        .build();
-    header.pack_start(&cancel);
-    let ok = gtk::Button::builder()
-        .label(action)
-        .css_classes(["suggested-action"])
-        .sensitive(false)
-        .build();
-    header.pack_end(&ok);
-    let spinner = gtk::Spinner::new();
-    header.pack_end(&spinner);
-    (header, ok, spinner)
-}
-
-/// Puts `header` over a padded column of `children` as `win`'s content; returns the column.
-fn dialog_body(
-    win: &adw::Window,
-    header: &adw::HeaderBar,
-    spacing: i32,
-    children: &[&gtk::Widget],
-) -> gtk::Box {
-    let content = gtk::Box::builder()
-        .orientation(gtk::Orientation::Vertical)
-        .spacing(spacing)
+/// A dim line in an empty list.
+fn placeholder(text: &str) -> gtk::Label {
+    gtk::Label::builder()
+        .label(text)
+        .css_classes(["dim-label"])
         .margin_top(18)
-        .margin_bottom(24)
-        .margin_start(24)
-        .margin_end(24)
-        .build();
-    for c in children {
-        content.append(*c);
-    }
-    let outer = gtk::Box::new(gtk::Orientation::Vertical, 0);
-    outer.append(header);
-    outer.append(&content);
-    win.set_content(Some(&outer));
-    content
+        .margin_bottom(18)
+        .build()
 }
 
-/// The widgets of the new-profile form that its logic reads.
+/// The new-profile form (template: ui/new-profile.ui) and what its logic keeps.
 struct Form {
-    win: adw::Window,
-    create: gtk::Button,
-    spinner: gtk::Spinner,
-    apps: gtk::ListBox,
+    win: NewProfileDialog,
     choices: RefCell<Vec<AppChoice>>,
-    name: adw::EntryRow,
     color: RefCell<String>,
-    home: adw::ComboRow,
-    network: adw::ComboRow,
-    encrypt: adw::ExpanderRow,
-    pass: adw::PasswordEntryRow,
-    repeat: adw::PasswordEntryRow,
-    strength: adw::ActionRow,
-    problem: gtk::Label,
-    content: gtk::Box,
 }
 
 impl Form {
     fn chosen(&self) -> Option<AppChoice> {
-        let row = self.apps.selected_row()?;
+        let row = self.win.parts().apps.selected_row()?;
         let i = usize::try_from(row.index()).ok()?;
         self.choices.borrow().get(i).cloned()
     }
 
     fn check(&self) {
-        let pass = self.pass.text();
-        let encrypt = self.encrypt.enables_expansion();
-        self.strength.set_title(Strength::of(&pass).hint());
+        let p = self.win.parts();
+        let pass = p.pass.text();
+        let encrypt = p.encrypt.enables_expansion();
+        p.strength.set_title(Strength::of(&pass).hint());
         let problem = model::form_problem(
             self.chosen().is_some(),
-            &self.name.text(),
+            &p.name.text(),
             encrypt,
             &pass,
-            &self.repeat.text(),
+            &p.repeat.text(),
         );
-        self.problem.remove_css_class("error");
-        self.problem.set_label(problem.unwrap_or(""));
-        self.create.set_sensitive(problem.is_none());
+        p.problem.remove_css_class("error");
+        p.problem.set_label(problem.unwrap_or(""));
+        p.create.set_sensitive(problem.is_none());
     }
 
     fn request(&self) -> Option<ops::NewProfile> {
         let app = self.chosen()?;
+        let p = self.win.parts();
         Some(ops::NewProfile {
             desktop_id: app.desktop_id,
-            name: self.name.text().trim().to_owned(),
+            name: p.name.text().trim().to_owned(),
             color: self.color.borrow().clone(),
-            home: match self.home.selected() {
+            home: match p.home.selected() {
                 1 => HomeMode::Overlay,
                 _ => HomeMode::Private,
             },
-            network: match self.network.selected() {
+            network: match p.network.selected() {
                 1 => Some(NetworkMode::Isolated),
                 2 => Some(NetworkMode::Host),
                 3 => Some(NetworkMode::None),
                 _ => None,
             },
-            passphrase: self
+            passphrase: p
                 .encrypt
                 .enables_expansion()
-                .then(|| Zeroizing::new(self.pass.text().to_string())),
+                .then(|| Zeroizing::new(p.pass.text().to_string())),
         })
     }
 
     fn set_working(&self, working: bool) {
-        self.spinner.set_spinning(working);
-        self.create.set_sensitive(!working);
-        self.content.set_sensitive(!working);
+        let p = self.win.parts();
+        p.spinner.set_spinning(working);
+        p.create.set_sensitive(!working);
+        p.content.set_sensitive(!working);
+    }
+
+    fn show_problem(&self, message: &str) {
+        let p = self.win.parts();
+        p.problem.set_label(message);
+        p.problem.add_css_class("error");
     }
 }
 
 /// Opens the new-profile dialog.
 pub fn new_profile(ui: &Rc<Ui>) {
-    let win = modal(ui, "New Profile", 560, 720);
-    let (header, create, spinner) = dialog_header("New Profile", "Create");
-    create.set_widget_name("create-button");
-
-    // The app: a searchable list, apps with a recipe first.
-    let search = gtk::SearchEntry::builder()
-        .name("app-search")
-        .placeholder_text("Search apps")
-        .build();
-    let apps = gtk::ListBox::builder()
-        .name("app-list")
-        .selection_mode(gtk::SelectionMode::Single)
-        .css_classes(["boxed-list"])
-        .valign(gtk::Align::Start)
-        .build();
-    apps.set_placeholder(Some(
-        &gtk::Label::builder()
-            .label("Looking for installed apps…")
-            .css_classes(["dim-label"])
-            .margin_top(18)
-            .margin_bottom(18)
-            .build(),
-    ));
-    let apps_scroll = gtk::ScrolledWindow::builder()
-        .hscrollbar_policy(gtk::PolicyType::Never)
-        .min_content_height(220)
-        .max_content_height(220)
-        .child(&apps)
-        .build();
-    let app_group = adw::PreferencesGroup::builder().title("App").build();
-    let app_box = gtk::Box::new(gtk::Orientation::Vertical, 6);
-    app_box.append(&search);
-    app_box.append(&apps_scroll);
-    app_group.add(&app_box);
-
-    // The profile.
-    let name = adw::EntryRow::builder()
-        .name("name-row")
-        .title("Name")
-        .build();
-    let colors = gtk::Box::new(gtk::Orientation::Horizontal, 2);
-    colors.set_valign(gtk::Align::Center);
-    let color_row = adw::ActionRow::builder().title("Colour").build();
-    color_row.add_suffix(&colors);
-    let home = adw::ComboRow::builder()
-        .title("Home Folder")
-        .subtitle("Copy-on-write sees your files but keeps its changes apart")
-        .model(&gtk::StringList::new(&["Private", "Copy-on-write"]))
-        .build();
-    let network = adw::ComboRow::builder()
-        .name("network-row")
-        .title("Network")
-        .model(&gtk::StringList::new(&[
-            "App default",
-            "Isolated",
-            "Host",
-            "None",
-        ]))
-        .build();
-    let profile_group = adw::PreferencesGroup::builder().title("Profile").build();
-    profile_group.add(&name);
-    profile_group.add(&color_row);
-    profile_group.add(&home);
-    profile_group.add(&network);
-
-    // Encryption.
-    let encrypt = adw::ExpanderRow::builder()
-        .title("Encrypt Data")
-        .subtitle("A passphrase is needed to start it")
-        .show_enable_switch(true)
-        .enable_expansion(false)
-        .build();
-    let pass = adw::PasswordEntryRow::builder().title("Passphrase").build();
-    let repeat = adw::PasswordEntryRow::builder()
-        .title("Repeat Passphrase")
-        .build();
-    let strength = adw::ActionRow::builder()
-        .title(Strength::Empty.hint())
-        .css_classes(["dim-label"])
-        .build();
-    encrypt.add_row(&pass);
-    encrypt.add_row(&repeat);
-    encrypt.add_row(&strength);
-    let encrypt_group = adw::PreferencesGroup::new();
-    encrypt_group.add(&encrypt);
-
-    let problem = gtk::Label::builder()
-        .wrap(true)
-        .xalign(0.0)
-        .css_classes(["dim-label"])
-        .build();
-
-    let content = gtk::Box::builder()
-        .orientation(gtk::Orientation::Vertical)
-        .spacing(24)
-        .build();
-    content.append(&app_group);
-    content.append(&profile_group);
-    content.append(&encrypt_group);
-    content.append(&problem);
-    let clamp = adw::Clamp::builder()
-        .maximum_size(520)
-        .margin_top(18)
-        .margin_bottom(18)
-        .margin_start(12)
-        .margin_end(12)
-        .child(&content)
-        .build();
-    let scroll = gtk::ScrolledWindow::builder()
-        .hscrollbar_policy(gtk::PolicyType::Never)
-        .vexpand(true)
-        .child(&clamp)
-        .build();
-    let outer = gtk::Box::new(gtk::Orientation::Vertical, 0);
-    outer.append(&header);
-    outer.append(&scroll);
-    win.set_content(Some(&outer));
-
+    let win = NewProfileDialog::new(&ui.window);
+    let p = win.parts();
+    p.apps
+        .set_placeholder(Some(&placeholder("Looking for installed apps…")));
+    p.strength.set_title(Strength::Empty.hint());
     let form = Rc::new(Form {
         win: win.clone(),
-        create: create.clone(),
-        spinner,
-        apps: apps.clone(),
         choices: RefCell::default(),
-        name: name.clone(),
         color: RefCell::new(PRESET_COLORS[0].0.to_owned()),
-        home,
-        network,
-        encrypt: encrypt.clone(),
-        pass: pass.clone(),
-        repeat: repeat.clone(),
-        strength,
-        problem,
-        content,
     });
 
     let mut first: Option<gtk::ToggleButton> = None;
@@ -311,14 +128,14 @@ pub fn new_profile(ui: &Rc<Ui>) {
                 *f.color.borrow_mut() = hex.to_owned();
             }
         });
-        colors.append(&b);
+        p.colors.append(&b);
     }
 
     let query = Rc::new(RefCell::new(String::new()));
     {
         let f = Rc::downgrade(&form);
         let query = Rc::clone(&query);
-        apps.set_filter_func(move |row| {
+        p.apps.set_filter_func(move |row| {
             let Some(f) = f.upgrade() else { return true };
             let i = usize::try_from(row.index()).unwrap_or(usize::MAX);
             let q = query.borrow();
@@ -327,8 +144,8 @@ pub fn new_profile(ui: &Rc<Ui>) {
         });
     }
     {
-        let apps = apps.clone();
-        search.connect_search_changed(move |s| {
+        let apps = p.apps.get();
+        p.search.connect_search_changed(move |s| {
             *query.borrow_mut() = s.text().to_lowercase();
             apps.invalidate_filter();
         });
@@ -343,24 +160,24 @@ pub fn new_profile(ui: &Rc<Ui>) {
     };
     {
         let r = recheck.clone();
-        apps.connect_selected_rows_changed(move |_| r());
+        p.apps.connect_selected_rows_changed(move |_| r());
     }
     for entry in [
-        name.upcast_ref::<gtk::Editable>(),
-        pass.upcast_ref(),
-        repeat.upcast_ref(),
+        p.name.upcast_ref::<gtk::Editable>(),
+        p.pass.upcast_ref(),
+        p.repeat.upcast_ref(),
     ] {
         let r = recheck.clone();
         entry.connect_changed(move |_| r());
     }
     {
         let r = recheck.clone();
-        encrypt.connect_enable_expansion_notify(move |_| r());
+        p.encrypt.connect_enable_expansion_notify(move |_| r());
     }
     {
         let f = Rc::downgrade(&form);
         let ui = Rc::clone(ui);
-        create.connect_clicked(move |_| {
+        p.create.connect_clicked(move |_| {
             if let Some(f) = f.upgrade() {
                 submit(&ui, &f);
             }
@@ -375,6 +192,7 @@ pub fn new_profile(ui: &Rc<Ui>) {
             move || ops::installed_apps(&dirs),
             move |found| {
                 let Some(f) = f.upgrade() else { return };
+                let apps = &f.win.parts().apps;
                 for a in &found {
                     let row = adw::ActionRow::builder()
                         .title(&a.name)
@@ -382,16 +200,9 @@ pub fn new_profile(ui: &Rc<Ui>) {
                         .use_markup(false)
                         .build();
                     row.add_prefix(&app_icon(&a.icon, 32));
-                    f.apps.append(&row);
+                    apps.append(&row);
                 }
-                f.apps.set_placeholder(Some(
-                    &gtk::Label::builder()
-                        .label("No apps found")
-                        .css_classes(["dim-label"])
-                        .margin_top(18)
-                        .margin_bottom(18)
-                        .build(),
-                ));
+                apps.set_placeholder(Some(&placeholder("No apps found")));
                 *f.choices.borrow_mut() = found;
                 f.check();
             },
@@ -405,7 +216,7 @@ pub fn new_profile(ui: &Rc<Ui>) {
     });
     form.check();
     win.present();
-    search.grab_focus();
+    p.search.grab_focus();
 }
 
 fn submit(ui: &Rc<Ui>, f: &Rc<Form>) {
@@ -421,8 +232,7 @@ fn submit(ui: &Rc<Ui>, f: &Rc<Form>) {
         move |r| match r {
             Err(e) => {
                 f.set_working(false);
-                f.problem.set_label(&e);
-                f.problem.add_css_class("error");
+                f.show_problem(&e);
             }
             Ok(made) => {
                 f.win.close();
@@ -458,57 +268,17 @@ fn created_toast(ui: &Ui, id: &ProfileId, label: &str, generic: bool) {
 
 /// Shows an encrypted profile's recovery key, once, with a Copy button.
 fn recovery_key(ui: &Rc<Ui>, id: ProfileId, label: &str, key: Zeroizing<String>, generic: bool) {
-    let win = modal(ui, "Recovery Key", 480, 360);
-    let header = adw::HeaderBar::builder()
-        .show_end_title_buttons(false)
-        .show_start_title_buttons(false)
-        .title_widget(&adw::WindowTitle::new("Recovery Key", ""))
-        .build();
-    let done = gtk::Button::builder()
-        .label("Done")
-        .css_classes(["suggested-action"])
-        .action_name("window.close")
-        .build();
-    header.pack_end(&done);
-    let body = gtk::Label::builder()
-        .label(format!(
-            "This key opens {label} if its passphrase is forgotten. It is shown only \
-             this once: write it down or keep it in a password manager."
-        ))
-        .wrap(true)
-        .xalign(0.0)
-        .build();
-    let key_label = gtk::Label::builder()
-        .label(key.as_str())
-        .selectable(true)
-        .wrap(true)
-        .wrap_mode(gtk::pango::WrapMode::Char)
-        .css_classes(["monospace", "title-4"])
-        .margin_top(12)
-        .margin_bottom(12)
-        .margin_start(12)
-        .margin_end(12)
-        .build();
-    let card = gtk::Box::builder().css_classes(["card"]).build();
-    card.append(&key_label);
-    let copy = gtk::Button::builder()
-        .label("Copy")
-        .halign(gtk::Align::Center)
-        .css_classes(["pill"])
-        .build();
-    {
-        let key = key.clone();
-        copy.connect_clicked(move |b| {
-            b.clipboard().set_text(&key);
-            b.set_label("Copied");
-        });
-    }
-    dialog_body(
-        &win,
-        &header,
-        18,
-        &[body.upcast_ref(), card.upcast_ref(), copy.upcast_ref()],
-    );
+    let win = RecoveryKeyDialog::new(&ui.window);
+    let p = win.parts();
+    p.body.set_label(&format!(
+        "This key opens {label} if its passphrase is forgotten. It is shown only this once: \
+         write it down or keep it in a password manager."
+    ));
+    p.key.set_label(key.as_str());
+    p.copy.connect_clicked(move |b| {
+        b.clipboard().set_text(&key);
+        b.set_label("Copied");
+    });
     {
         let ui = Rc::clone(ui);
         let label = label.to_owned();
@@ -518,73 +288,43 @@ fn recovery_key(ui: &Rc<Ui>, id: ProfileId, label: &str, key: Zeroizing<String>,
         });
     }
     win.present();
-    done.grab_focus();
+    p.done.grab_focus();
 }
 
 /// Asks for the passphrase of locked profile `id` and unlocks it; then launches it if `launch`.
 pub fn unlock(ui: &Rc<Ui>, id: &ProfileId, launch: bool) {
     let label = ops::label(&ui.dirs, id);
-    let win = modal(ui, "Unlock Profile", 420, -1);
-    let (header, ok, spinner) = dialog_header("Unlock Profile", "Unlock");
-    ok.set_widget_name("unlock-button");
-    let intro = gtk::Label::builder()
-        .label(format!(
-            "Enter the passphrase of {label}, or its recovery key."
-        ))
-        .wrap(true)
-        .xalign(0.0)
-        .build();
-    let entry = gtk::PasswordEntry::builder()
-        .name("passphrase-entry")
-        .show_peek_icon(true)
-        .activates_default(true)
-        .build();
-    entry.update_property(&[gtk::accessible::Property::Label("Passphrase")]);
-    let error = gtk::Label::builder()
-        .wrap(true)
-        .xalign(0.0)
-        .css_classes(["error"])
-        .visible(false)
-        .build();
-    dialog_body(
-        &win,
-        &header,
-        12,
-        &[intro.upcast_ref(), entry.upcast_ref(), error.upcast_ref()],
-    );
-    win.set_default_widget(Some(&ok));
-
+    let win = UnlockDialog::new(&ui.window);
+    let p = win.parts();
+    p.intro.set_label(&format!(
+        "Enter the passphrase of {label}, or its recovery key."
+    ));
     {
-        let ok = ok.clone();
-        entry.connect_changed(move |e| ok.set_sensitive(!e.text().is_empty()));
+        let ok = p.ok.get();
+        p.entry
+            .connect_changed(move |e| ok.set_sensitive(!e.text().is_empty()));
     }
     let id = id.clone();
     let ui = Rc::clone(ui);
-    let win2 = win.clone();
-    let entry2 = entry.clone();
-    ok.connect_clicked(move |ok| {
-        let secret = Zeroizing::new(entry2.text().to_string());
+    let weak = win.downgrade();
+    p.ok.connect_clicked(move |_| {
+        let Some(win) = weak.upgrade() else { return };
+        let p = win.parts();
+        let secret = Zeroizing::new(p.entry.text().to_string());
         if secret.is_empty() {
             return;
         }
-        ok.set_sensitive(false);
-        entry2.set_sensitive(false);
-        spinner.set_spinning(true);
-        error.set_visible(false);
+        p.ok.set_sensitive(false);
+        p.entry.set_sensitive(false);
+        p.spinner.set_spinning(true);
+        p.error.set_visible(false);
         let (dirs, owned) = (ui.dirs.clone(), id.clone());
-        let (ui2, id2, win, entry, ok, spinner, error) = (
-            Rc::clone(&ui),
-            id.clone(),
-            win2.clone(),
-            entry2.clone(),
-            ok.clone(),
-            spinner.clone(),
-            error.clone(),
-        );
+        let (ui2, id2) = (Rc::clone(&ui), id.clone());
         ui.spawn(
             move || ops::unlock(&dirs, &owned, &secret),
             move |r| {
-                spinner.set_spinning(false);
+                let p = win.parts();
+                p.spinner.set_spinning(false);
                 match r {
                     Ok(()) => {
                         win.close();
@@ -594,89 +334,48 @@ pub fn unlock(ui: &Rc<Ui>, id: &ProfileId, launch: bool) {
                         }
                     }
                     Err(e) => {
-                        error.set_label(&e);
-                        error.set_visible(true);
-                        entry.set_sensitive(true);
-                        entry.select_region(0, -1);
-                        entry.grab_focus();
-                        ok.set_sensitive(true);
+                        p.error.set_label(&e);
+                        p.error.set_visible(true);
+                        p.entry.set_sensitive(true);
+                        p.entry.select_region(0, -1);
+                        p.entry.grab_focus();
+                        p.ok.set_sensitive(true);
                     }
                 }
             },
         );
     });
     win.present();
-    entry.grab_focus();
+    p.entry.grab_focus();
 }
 
 /// Asks for the current passphrase (or recovery key) of `id` and a new one, twice.
 pub fn change_passphrase(ui: &Rc<Ui>, id: &ProfileId) {
     let label = ops::label(&ui.dirs, id);
-    let win = modal(ui, "Change Passphrase", 460, -1);
-    let (header, ok, spinner) = dialog_header("Change Passphrase", "Change");
-    let intro = gtk::Label::builder()
-        .label(format!(
-            "The new passphrase opens {label} from now on; its recovery key keeps working."
-        ))
-        .wrap(true)
-        .xalign(0.0)
-        .build();
-    let old = adw::PasswordEntryRow::builder()
-        .title("Current Passphrase or Recovery Key")
-        .build();
-    let new = adw::PasswordEntryRow::builder()
-        .title("New Passphrase")
-        .build();
-    let repeat = adw::PasswordEntryRow::builder()
-        .title("Repeat New Passphrase")
-        .build();
-    let strength = adw::ActionRow::builder()
-        .title(Strength::Empty.hint())
-        .css_classes(["dim-label"])
-        .build();
-    let group = adw::PreferencesGroup::new();
-    for row in [
-        old.upcast_ref::<gtk::Widget>(),
-        new.upcast_ref(),
-        repeat.upcast_ref(),
-    ] {
-        group.add(row);
-    }
-    group.add(&strength);
-    let problem = gtk::Label::builder()
-        .wrap(true)
-        .xalign(0.0)
-        .css_classes(["dim-label"])
-        .build();
-    let content = dialog_body(
-        &win,
-        &header,
-        18,
-        &[intro.upcast_ref(), group.upcast_ref(), problem.upcast_ref()],
-    );
-
+    let win = PassphraseDialog::new(&ui.window);
+    let p = win.parts();
+    p.intro.set_label(&format!(
+        "The new passphrase opens {label} from now on; its recovery key keeps working."
+    ));
     let check = {
-        let (old, new, repeat, ok, strength, problem) = (
-            old.clone(),
-            new.clone(),
-            repeat.clone(),
-            ok.clone(),
-            strength.clone(),
-            problem.clone(),
-        );
+        let weak = win.downgrade();
         move || {
-            strength.set_title(Strength::of(&new.text()).hint());
-            let p = model::passphrase_problem(&new.text(), &repeat.text()).or_else(|| {
-                old.text()
-                    .is_empty()
-                    .then_some("Enter the current passphrase")
-            });
-            problem.remove_css_class("error");
-            problem.set_label(p.unwrap_or(""));
-            ok.set_sensitive(p.is_none());
+            let Some(win) = weak.upgrade() else { return };
+            let p = win.parts();
+            p.strength.set_title(Strength::of(&p.new.text()).hint());
+            let problem =
+                model::passphrase_problem(&p.new.text(), &p.repeat.text()).or_else(|| {
+                    p.old
+                        .text()
+                        .is_empty()
+                        .then_some("Enter the current passphrase")
+                });
+            p.problem.remove_css_class("error");
+            p.problem.set_label(problem.unwrap_or(""));
+            p.ok.set_sensitive(problem.is_none());
         }
     };
-    for e in [&old, &new, &repeat] {
+    for e in [&p.old, &p.new, &p.repeat] {
         let c = check.clone();
         e.connect_changed(move |_| c());
     }
@@ -684,38 +383,34 @@ pub fn change_passphrase(ui: &Rc<Ui>, id: &ProfileId) {
 
     let id = id.clone();
     let ui = Rc::clone(ui);
-    let w = win.clone();
-    ok.connect_clicked(move |ok| {
-        let (o, n) = (
-            Zeroizing::new(old.text().to_string()),
-            Zeroizing::new(new.text().to_string()),
+    let weak = win.downgrade();
+    p.ok.connect_clicked(move |_| {
+        let Some(win) = weak.upgrade() else { return };
+        let p = win.parts();
+        let (old, new) = (
+            Zeroizing::new(p.old.text().to_string()),
+            Zeroizing::new(p.new.text().to_string()),
         );
-        ok.set_sensitive(false);
-        content.set_sensitive(false);
-        spinner.set_spinning(true);
+        p.ok.set_sensitive(false);
+        p.content.set_sensitive(false);
+        p.spinner.set_spinning(true);
         let (dirs, owned) = (ui.dirs.clone(), id.clone());
-        let (u, w, ok, content, spinner, problem) = (
-            Rc::clone(&ui),
-            w.clone(),
-            ok.clone(),
-            content.clone(),
-            spinner.clone(),
-            problem.clone(),
-        );
+        let u = Rc::clone(&ui);
         ui.spawn(
-            move || ops::passwd(&dirs, &owned, &o, &n),
+            move || ops::passwd(&dirs, &owned, &old, &new),
             move |r| {
-                spinner.set_spinning(false);
+                let p = win.parts();
+                p.spinner.set_spinning(false);
                 match r {
                     Ok(()) => {
-                        w.close();
+                        win.close();
                         u.toast("Passphrase changed");
                     }
                     Err(e) => {
-                        problem.set_label(&e);
-                        problem.add_css_class("error");
-                        content.set_sensitive(true);
-                        ok.set_sensitive(true);
+                        p.problem.set_label(&e);
+                        p.problem.add_css_class("error");
+                        p.content.set_sensitive(true);
+                        p.ok.set_sensitive(true);
                     }
                 }
             },

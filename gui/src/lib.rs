@@ -10,10 +10,13 @@ mod dialogs;
 pub mod model;
 mod ops;
 mod page;
+mod templates;
 mod tray;
 pub mod window;
 
 pub use app::APP_ID;
+#[doc(hidden)]
+pub use templates::build_each as build_each_dialog;
 
 use gtk::gio;
 

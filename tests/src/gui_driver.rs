@@ -77,6 +77,18 @@ fn main() -> ExitCode {
 async fn script(app: &adw::Application, app_name: &str, _artifacts: &Path) -> Result<(), String> {
     let main = wait("the main window", || toplevel("Doppel")).await?;
     step("main window up");
+    let titles = doppel_gui::build_each_dialog(&main);
+    if titles
+        != [
+            "New Profile",
+            "Recovery Key",
+            "Unlock Profile",
+            "Change Passphrase",
+        ]
+    {
+        return Err(format!("the dialog templates built as {titles:?}"));
+    }
+    step("every dialog template builds");
 
     // New profile, through the action Ctrl+N and the + button trigger.
     app.activate_action("new-profile", None);
@@ -168,6 +180,20 @@ async fn script(app: &adw::Application, app_name: &str, _artifacts: &Path) -> Re
     name.emit_by_name::<()>("apply", &[]);
     wait_cli("(Renamed)").await?;
     step("renamed");
+
+    // Change Passphrase opens from its action (submitting it is not tried: this profile is not
+    // encrypted).
+    app.activate_action("change-passphrase", Some(&"driven".to_variant()));
+    let dialog = wait("the Change Passphrase dialog", || {
+        toplevel("Change Passphrase")
+    })
+    .await?;
+    dialog.close();
+    wait("the Change Passphrase dialog to close", || {
+        (!dialog.is_visible()).then_some(())
+    })
+    .await?;
+    step("Change Passphrase opened and closed");
 
     // Delete it: the page's button asks first.
     let delete: gtk::Button = named(&main, "delete-button")?;
