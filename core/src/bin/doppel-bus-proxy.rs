@@ -74,15 +74,26 @@ fn run() -> Result<(), String> {
         .parent()
         .map(std::path::Path::to_path_buf);
     let _ = std::fs::remove_file(socket);
-    let listener =
-        UnixListener::bind(socket).map_err(|e| format!("cannot listen on {socket}: {e}"))?;
-    let owners = Owners::follow(address, &cfg.policy)
-        .map_err(|e| format!("cannot connect to the session bus at {address}: {e}"))?;
+    let listener = UnixListener::bind(socket).map_err(|e| {
+        format!("cannot listen on {socket}: {e}; check that its directory exists and is yours")
+    })?;
+    let owners = Owners::follow(address, &cfg.policy).map_err(|e| {
+        format!(
+            "cannot connect to the session bus at {address}: {e}; check that your desktop \
+                 session's bus runs (DBUS_SESSION_BUS_ADDRESS)"
+        )
+    })?;
     // SAFETY: the monitor passes this descriptor for us alone, open across exec.
     let ready = fd.map(|f| unsafe { OwnedFd::from_raw_fd(f) });
     if let Some(r) = &ready {
         nix::unistd::write(r, b"x").map_err(|e| format!("cannot signal readiness: {e}"))?;
     }
     let stop: Option<BorrowedFd<'_>> = ready.as_ref().map(|r| std::os::fd::AsFd::as_fd(r));
-    relay::serve(listener, address, &cfg, &owners, stop).map_err(|e| format!("stopped: {e}"))
+    relay::serve(listener, address, &cfg, &owners, stop).map_err(|e| {
+        format!(
+            "stopped serving {socket}: {e}; the clone has lost its session bus: restart it \
+             (doppel stop, then doppel run), and if this repeats, run it with --log and report \
+             the output"
+        )
+    })
 }
