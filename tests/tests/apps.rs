@@ -400,6 +400,7 @@ fn clones_beside_host(app: &App, ids: &[&str]) {
     let user = User::get(USER);
     // An earlier test that failed may still be winding down.
     common::wait_until(Duration::from_secs(20), || processes_of(USER).is_empty());
+    common::clear_stale_telegram_files();
     let left = processes_of(USER);
     assert!(
         left.is_empty(),

@@ -173,6 +173,7 @@ fn telegram_clone_runs_beside_host_copy() {
     );
     // Start from a fresh host account, so every run sees the same first-run window.
     let host_dir = user.home.join(".local/share/TelegramDesktop");
+    common::clear_stale_telegram_files();
     let _ = fs::remove_dir_all(&host_dir);
 
     let display = Display::start(&user, "telegram", "1600x1000");

@@ -121,6 +121,7 @@ fn telegram_from_an_encrypted_profile_runs_beside_the_host_and_auto_locks() {
     };
 
     // The host copy first.
+    common::clear_stale_telegram_files();
     let session: Vec<(&str, String)> = display
         .env()
         .into_iter()

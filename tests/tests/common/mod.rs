@@ -121,6 +121,31 @@ fn sweep_stale_stages() {
     }
 }
 
+/// Removes Telegram's instance sockets and lock files (`/tmp/<md5>-{87A94AB0-…}`) that no
+/// running Telegram holds. One named after a home path that an earlier run's user had (test
+/// users come and go, and uids are reused) belongs to another uid: a new host copy can neither
+/// connect to it nor replace it, and exits at once.
+pub fn clear_stale_telegram_files() {
+    let running = Command::new("pgrep")
+        .args(["-x", "telegram-deskto"])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty());
+    if running {
+        return;
+    }
+    let Ok(entries) = fs::read_dir("/tmp") else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .ends_with("-{87A94AB0-E370-4cde-98D3-ACC110C5967D}")
+        {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// An unprivileged account the sandboxed side runs as.
 pub struct User {
     pub name: String,
