@@ -258,19 +258,12 @@ fn check_userns(euid: u32) -> Check {
         max_user_namespaces: read("/proc/sys/user/max_user_namespaces"),
         apparmor_restrict,
         apparmor_label,
-        exe: doppel_exe(),
+        exe: crate::launcher::doppel_binary(),
     };
     diagnose_userns(&facts)
 }
 
 /// The `doppel` binary: this one if it is called so (the CLI), else the one on `PATH`.
-fn doppel_exe() -> Option<PathBuf> {
-    std::env::current_exe()
-        .ok()
-        .filter(|p| p.file_name().is_some_and(|n| n == "doppel"))
-        .or_else(|| crate::apps::which("doppel"))
-}
-
 /// Whether a sysctl file's contents are the number `want`.
 fn sysctl_is(contents: Option<&str>, want: u64) -> bool {
     sysctl_value(contents) == Some(want)
@@ -783,8 +776,8 @@ fn dbus_proxy_check(found: Option<&Path>) -> Check {
             DBUS_PROXY,
             "doppel-bus-proxy is missing; Doppel gives each clone a filtered session bus \
              through it, and it is part of Doppel",
-            "reinstall Doppel (sudo apt install --reinstall doppel), or in a checkout build \
-             everything: cargo build --workspace",
+            "reinstall Doppel's package (apt install --reinstall doppel, dnf reinstall doppel \
+             or pacman -S doppel), or in a checkout build everything: cargo build --workspace",
         ),
     }
 }

@@ -60,9 +60,10 @@ pub struct HostFacts {
     /// Whether `/run/doppel` (the helper's mounts) exists.
     pub run_doppel: bool,
     /// The `doppel` binary, which a clone runs as its `xdg-open` (see [`crate::opener`]); None
-    /// when this process is not `doppel`.
+    /// when there is none to be found.
     pub opener: Option<PathBuf>,
-    /// Whether the host has `/usr/bin/xdg-open`, which the opener then covers in the sandbox.
+    /// Whether the host has `/usr/bin/xdg-open` as a plain file: the opener then covers it in
+    /// the sandbox, and hands local files to it.
     pub xdg_open: bool,
 }
 
@@ -202,10 +203,10 @@ impl HostFacts {
             cwd,
             home,
             run_doppel: Path::new(RUN_DOPPEL).is_dir(),
-            opener: env::current_exe()
-                .ok()
-                .filter(|p| p.file_name().is_some_and(|n| n == "doppel") && p.is_file()),
-            xdg_open: Path::new(XDG_OPEN).is_file(),
+            opener: crate::launcher::doppel_binary().filter(|p| p.is_file()),
+            // A plain file only: a bind cannot cover a symlink (the PATH shim still catches
+            // calls by name).
+            xdg_open: fs::symlink_metadata(XDG_OPEN).is_ok_and(|m| m.file_type().is_file()),
         })
     }
 }

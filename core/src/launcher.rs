@@ -133,6 +133,12 @@ pub fn refresh(dirs: &Dirs, p: &Profile) -> Vec<String> {
 
 /// The `doppel` program: this one, one beside it (the window's), or the one on PATH.
 pub fn doppel_program() -> PathBuf {
+    doppel_binary().unwrap_or_else(|| PathBuf::from("doppel"))
+}
+
+/// The `doppel` binary: this program when it is `doppel`, else the one beside it (the GUI's
+/// case), else the one on PATH.
+pub fn doppel_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok();
     exe.as_ref()
         .filter(|e| e.file_name().is_some_and(|n| n == "doppel"))
@@ -143,7 +149,6 @@ pub fn doppel_program() -> PathBuf {
                 .filter(|p| p.is_file())
         })
         .or_else(|| apps::which("doppel"))
-        .unwrap_or_else(|| PathBuf::from("doppel"))
 }
 
 /// Removes profile `id`'s launcher and icon (whatever of them exists).

@@ -606,17 +606,22 @@ impl SandboxPlan {
                 true,
             );
             if host.xdg_open {
+                let real = Path::new(crate::host::XDG_OPEN);
+                // The host's own, for local files (the sources are read on the host side).
                 push_bind(
                     &mut m,
-                    opener,
-                    Path::new(crate::host::XDG_OPEN),
+                    real,
+                    &dir.join(crate::opener::HOST_OPENER),
                     false,
                     true,
                 );
+                push_bind(&mut m, opener, real, false, true);
             }
             let path = env
                 .get("PATH")
-                .map_or("/usr/local/bin:/usr/bin:/bin", String::as_str);
+                .map(String::as_str)
+                .filter(|p| !p.is_empty())
+                .unwrap_or("/usr/local/bin:/usr/bin:/bin");
             let path = format!("{}:{path}", dir.display());
             env.insert("PATH".into(), path);
         }
@@ -1193,6 +1198,11 @@ mod tests {
             bind_of(&p, "/usr/bin/xdg-open"),
             Some(("/usr/bin/doppel".into(), false))
         );
+        assert_eq!(
+            bind_of(&p, "/run/user/1000/doppel/bin/xdg-open.host"),
+            Some(("/usr/bin/xdg-open".into(), false)),
+            "local files need the host's own xdg-open"
+        );
         assert_eq!(p.env["PATH"], "/run/user/1000/doppel/bin:/usr/bin:/bin");
         // After the runtime dir's tmpfs, or the tmpfs would hide it.
         let run = index_of(
@@ -1214,9 +1224,25 @@ mod tests {
         let p = build_with(&chat, &["chat"], None, &h, false);
         assert!(bind_of(&p, shim).is_some());
         assert!(bind_of(&p, "/usr/bin/xdg-open").is_none());
+        assert!(bind_of(&p, "/run/user/1000/doppel/bin/xdg-open.host").is_none());
         h.opener = None;
         let p = build_with(&chat, &["chat"], None, &h, false);
         assert!(bind_of(&p, shim).is_none());
+        // No session bus, no portal to reach: xdg-open stays the host's.
+        let mut h = host();
+        h.session_bus = None;
+        let p = build_with(&chat, &["chat"], None, &h, false);
+        assert!(bind_of(&p, shim).is_none());
+        assert!(bind_of(&p, "/usr/bin/xdg-open").is_none());
+        // An empty PATH is no PATH: the shim is not followed by the current directory.
+        let mut h = host();
+        h.env.retain(|(k, _)| k != "PATH");
+        h.env.push(("PATH".into(), String::new()));
+        let p = build_with(&chat, &["chat"], None, &h, false);
+        assert_eq!(
+            p.env["PATH"],
+            "/run/user/1000/doppel/bin:/usr/local/bin:/usr/bin:/bin"
+        );
     }
 
     fn electron() -> Recipe {

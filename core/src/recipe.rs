@@ -699,6 +699,9 @@ pub fn check_bus_name(n: &str) -> Result<(), &'static str> {
     }
 }
 
+/// Where distribution packages install the recipes.
+pub const INSTALLED_RECIPES: &str = "/usr/share/doppel/profiles";
+
 /// The source tree's `profiles/`, when running from a checkout.
 fn source_tree_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles")
@@ -716,11 +719,16 @@ fn running_from_source_tree() -> bool {
 }
 
 /// Where recipes are looked up, first match winning: the person's own, the system's
-/// (`$XDG_DATA_DIRS/doppel/profiles`, so `/usr/share/doppel/profiles` when installed), then,
-/// for a program run from its build tree, the tree's `profiles/`.
+/// (`$XDG_DATA_DIRS/doppel/profiles`, and `/usr/share/doppel/profiles` in any case), then, for a
+/// program run from its build tree, the tree's `profiles/`.
 pub fn search_dirs(dirs: &Dirs) -> Vec<PathBuf> {
     let mut v = vec![dirs.user_recipes()];
     v.extend(dirs.data_dirs.iter().map(|d| d.join("doppel/profiles")));
+    // Where the packages put them, even for a session whose XDG_DATA_DIRS leaves /usr/share out.
+    let installed = PathBuf::from(INSTALLED_RECIPES);
+    if !v.contains(&installed) {
+        v.push(installed);
+    }
     if running_from_source_tree() {
         v.push(source_tree_dir());
     }

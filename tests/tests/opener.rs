@@ -1,11 +1,13 @@
-//! `xdg-open` inside a clone reaches the host through the OpenURI portal: a link the clone opens
-//! goes to the person's browser on the host, not to a browser started inside the sandbox.
+//! `xdg-open` inside a clone: a URL reaches the host through the OpenURI portal (the person's
+//! browser, not a browser started inside the sandbox), a local file opens with the clone's own
+//! apps through the host's xdg-open, which the sandbox keeps beside the opener.
 //!
-//! The portal here is a stand-in on a private session bus (zbus): it records `OpenURI` and
-//! `OpenFile` calls and answers on the request object as xdg-desktop-portal does. The clone
-//! runs `xdg-open` by name (PATH), by the host's path `/usr/bin/xdg-open` when the host has
-//! one, for a URL, a login link and a file of its own; then once more with no portal on the bus,
-//! where it must fail with xdg-open's "tool not found" status and say what to install.
+//! The portal here is a stand-in on a private session bus (zbus): it records calls and answers
+//! on the request object as xdg-desktop-portal does: after its reply, or (for a URL with
+//! `early`) before it, and with the response code a URL asks for (`answer=1` cancelled,
+//! `answer=2` failed). The clone runs `xdg-open` by name (PATH) and by the host's path
+//! `/usr/bin/xdg-open` when the host has one; then once more with no portal on the bus, where it
+//! must fail with xdg-open's "tool not found" status and say what to install.
 //!
 //! Needs root (it creates the test user) and dbus-daemon; the profile runs `sh` through
 //! `doppel run`, with what that needs.
@@ -16,8 +18,10 @@ mod common;
 mod display;
 
 use std::collections::HashMap;
+use std::fs;
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
@@ -61,9 +65,9 @@ impl OpenUri {
         format!("{PORTAL_PATH}/request/{sender}/{token}")
     }
 
-    async fn answer(emitter: &SignalEmitter<'_>, path: &str, dest: Option<String>) {
+    async fn answer(emitter: &SignalEmitter<'_>, path: &str, dest: Option<String>, code: u32) {
         let conn = emitter.connection();
-        let body: (u32, HashMap<String, OwnedValue>) = (0, HashMap::new());
+        let body: (u32, HashMap<String, OwnedValue>) = (code, HashMap::new());
         let _ = conn
             .emit_signal(
                 dest.as_deref(),
@@ -73,6 +77,17 @@ impl OpenUri {
                 &body,
             )
             .await;
+    }
+}
+
+/// The response code a test URL asks for.
+fn code_for(uri: &str) -> u32 {
+    if uri.contains("answer=1") {
+        1
+    } else if uri.contains("answer=2") {
+        2
+    } else {
+        0
     }
 }
 
@@ -87,15 +102,22 @@ impl OpenUri {
         #[zbus(header)] header: Header<'_>,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> zbus::fdo::Result<OwnedObjectPath> {
+        let code = code_for(&uri);
+        let early = uri.contains("early");
         self.calls.lock().unwrap().push(("OpenURI".into(), uri));
         let path = self.request(&header, &options);
         let dest = header.sender().map(|s| s.to_string());
-        // The answer goes out after the reply, as the real portal's does.
+        if early {
+            // Before the reply: the caller must already be listening.
+            Self::answer(&emitter, &path, dest, code).await;
+            return Ok(ObjectPath::try_from(path).unwrap().into());
+        }
+        // After the reply, as the real portal does.
         let conn = zbus::blocking::Connection::from(emitter.connection().clone());
         let p = path.clone();
         std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(50));
-            let body: (u32, HashMap<String, OwnedValue>) = (0, HashMap::new());
+            let body: (u32, HashMap<String, OwnedValue>) = (code, HashMap::new());
             let _ = conn.emit_signal(
                 dest.as_deref(),
                 p.as_str(),
@@ -122,8 +144,7 @@ impl OpenUri {
         self.calls.lock().unwrap().push(("OpenFile".into(), file));
         let path = self.request(&header, &options);
         let dest = header.sender().map(|s| s.to_string());
-        // This one answers before its reply: the caller listens before it asks.
-        Self::answer(&emitter, &path, dest).await;
+        Self::answer(&emitter, &path, dest, 0).await;
         Ok(ObjectPath::try_from(path).unwrap().into())
     }
 
@@ -183,68 +204,103 @@ fn xdg_open_in_a_clone_goes_to_the_host_through_the_portal() {
         "none",
     ]));
     let bus = SessionBus::start_allowing_root(&env.user, "opener");
-    let host_xdg_open = std::path::Path::new("/usr/bin/xdg-open").is_file();
+    let host_xdg_open = fs::symlink_metadata("/usr/bin/xdg-open").is_ok_and(|m| m.is_file());
+    if !common::require(
+        host_xdg_open,
+        "the host has no /usr/bin/xdg-open (install xdg-utils)",
+    ) {
+        return;
+    }
 
     let (conn, calls) = portal(&bus);
-    let mut script = String::from(
-        "command -v xdg-open; \
-         xdg-open 'https://example.org/doppel?from=clone'; echo \"url=$?\"; \
-         echo note > \"$HOME/clone-note.txt\"; \
-         xdg-open \"file://$HOME/clone-note.txt\"; echo \"file=$?\"; \
-         xdg-open \"$HOME/missing.txt\"; echo \"missing=$?\"; ",
-    );
-    if host_xdg_open {
-        script.push_str("/usr/bin/xdg-open 'tg://resolve?domain=doppel'; echo \"abs=$?\"; ");
-    } else {
-        eprintln!("NOTE: this host has no /usr/bin/xdg-open; only the PATH shim is tried");
-    }
-    let out = run_sh(&env, &bus, id, &script);
+    // Local files: a viewer of the clone's own, made the default for text/plain inside the
+    // clone the way a desktop does it, records what it was asked to open. DISPLAY only tells the
+    // host's xdg-open that there is a desktop.
+    let script = r#"
+        command -v xdg-open
+        xdg-open 'https://example.org/doppel?from=clone'; echo "url=$?"
+        xdg-open 'https://example.org/early'; echo "early=$?"
+        xdg-open 'https://example.org/x?answer=2'; echo "failed=$?"
+        xdg-open 'https://example.org/x?answer=1'; echo "cancelled=$?"
+        xdg-open -x; echo "option=$?"
+        /usr/bin/xdg-open 'tg://resolve?domain=doppel'; echo "abs=$?"
+        data="${XDG_DATA_HOME:-$HOME/.local/share}"; config="${XDG_CONFIG_HOME:-$HOME/.config}"
+        mkdir -p "$data/applications" "$config"
+        printf '#!/bin/sh
+echo "$1" > "$HOME/opened-inside"
+' > "$HOME/viewer"
+        chmod +x "$HOME/viewer"
+        printf '[Desktop Entry]
+Type=Application
+Name=Viewer
+Exec=%s %%f
+MimeType=text/plain;
+'             "$HOME/viewer" > "$data/applications/doppel-viewer.desktop"
+        printf '[Default Applications]
+text/plain=doppel-viewer.desktop
+' > "$config/mimeapps.list"
+        echo note > "$HOME/clone-note.txt"
+        DISPLAY=:0 xdg-open "file://$HOME/clone-note.txt"; echo "file=$?"
+        sleep 1; echo "inside=$(cat "$HOME/opened-inside")"
+        xdg-open "$HOME/missing.txt"; echo "missing=$?"
+    "#;
+    let started = Instant::now();
+    let out = run_sh(&env, &bus, id, script);
+    let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let report = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(out.status.success(), "{report}");
+    // Every answer was seen: none of the calls waited out the answer timeout.
+    assert!(took < Duration::from_secs(60), "took {took:?}: {report}");
     let first = stdout.lines().next().unwrap_or_default();
     assert!(
         first.ends_with("/doppel/bin/xdg-open"),
         "xdg-open is not Doppel's opener first in PATH: {report}"
     );
-    for want in ["url=0", "file=0", "missing=2"] {
-        assert!(stdout.contains(want), "no {want}: {report}");
+    for want in [
+        "url=0",
+        "early=0",
+        "failed=4",
+        "cancelled=4",
+        "option=1",
+        "abs=0",
+        "file=0",
+        "missing=2",
+    ] {
+        assert!(stdout.lines().any(|l| l == want), "no {want}: {report}");
     }
+    assert!(
+        stdout.contains("inside=") && stdout.contains("/clone-note.txt"),
+        "the clone's own viewer did not get the file: {report}"
+    );
     assert!(
         stderr.contains("missing.txt"),
         "a missing file is not named: {report}"
     );
-    if host_xdg_open {
-        assert!(stdout.contains("abs=0"), "no abs=0: {report}");
-    }
 
     let calls = calls.lock().unwrap().clone();
     eprintln!("the portal saw: {calls:?}");
+    let uris: Vec<&str> = calls
+        .iter()
+        .filter(|(m, _)| m == "OpenURI")
+        .map(|(_, u)| u.as_str())
+        .collect();
     assert_eq!(
-        calls[0],
-        (
-            "OpenURI".to_owned(),
-            "https://example.org/doppel?from=clone".to_owned()
-        ),
+        uris,
+        [
+            "https://example.org/doppel?from=clone",
+            "https://example.org/early",
+            "https://example.org/x?answer=2",
+            "https://example.org/x?answer=1",
+            "tg://resolve?domain=doppel",
+        ],
         "{calls:?}"
     );
-    assert_eq!(calls[1].0, "OpenFile", "{calls:?}");
     assert!(
-        calls[1].1.ends_with("/clone-note.txt"),
-        "the portal got another file: {calls:?}"
+        calls.iter().all(|(m, _)| m == "OpenURI"),
+        "a local file went to the host's portal: {calls:?}"
     );
-    if host_xdg_open {
-        assert_eq!(
-            calls[2],
-            (
-                "OpenURI".to_owned(),
-                "tg://resolve?domain=doppel".to_owned()
-            ),
-            "{calls:?}"
-        );
-    }
-    assert_eq!(calls.len(), if host_xdg_open { 3 } else { 2 }, "{calls:?}");
     // No portal: xdg-open says so, with xdg-open's status for a missing tool.
     drop(conn);
     let out = run_sh(
