@@ -468,7 +468,7 @@ fn telegram_clone_runs_beside_host_copy() {
     });
     assert!(
         reached,
-        "the link did not reach the clone's running Telegram; start logs naming it in {}:          {forwarded:#?}",
+        "the link did not reach the clone's running Telegram; start logs naming it in {}: {forwarded:#?}",
         clone_dir.display()
     );
     let cmdline = forwarded
