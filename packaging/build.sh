@@ -19,8 +19,14 @@ esac
 out=target/packaging
 gen="$out/gen"
 
-need_cargo_tool() { # <command> <crate>
-  command -v "$1" >/dev/null 2>&1 || cargo install --locked "$2"
+# The packaging tools, pinned: a package build must not change because crates.io did.
+CARGO_DEB_VERSION=3.8.0
+CARGO_GENERATE_RPM_VERSION=0.21.1
+
+need_cargo_tool() { # <command> <crate> <version>
+  if ! "$1" --version 2>/dev/null | grep -qF "$3"; then
+    cargo install --locked "$2" --version "$3"
+  fi
 }
 
 if [ "$what" != rpm ] && ! command -v dpkg-shlibdeps >/dev/null 2>&1; then
@@ -48,12 +54,12 @@ find "$gen/man" -type f -name '*.[18]' -exec gzip -9nf {} +
 
 mkdir -p "$out"
 if [ "$what" != rpm ]; then
-  need_cargo_tool cargo-deb cargo-deb
+  need_cargo_tool cargo-deb cargo-deb "$CARGO_DEB_VERSION"
   echo "build: .deb" >&2
   cargo deb -p doppel-core --no-build --locked -o "$out/"
 fi
 if [ "$what" != deb ]; then
-  need_cargo_tool cargo-generate-rpm cargo-generate-rpm
+  need_cargo_tool cargo-generate-rpm cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
   echo "build: .rpm" >&2
   cargo generate-rpm -p core -o "$out/"
 fi

@@ -195,7 +195,7 @@ check_polkit() {
 
 check_scripts() {
   local f what out rc
-  for f in postinst postrm; do
+  for f in prerm postinst postrm; do
     what="maintainer script debian/$f (sh -n, shellcheck)"
     if [ "$(head -n1 "$here/debian/$f")" != "#!/bin/sh" ]; then
       fail "$what" "the first line must be #!/bin/sh"

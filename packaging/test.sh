@@ -83,6 +83,15 @@ for d in passt e2fsprogs polkit dbus gtk4 libadwaita; do
 done
 rpm -qp --configfiles "$rpm" 2>/dev/null | grep -qx /etc/doppel/helper.toml ||
   fail "helper.toml is not a config file in the .rpm"
+# The same files as the .deb, once Fedora's places are mapped back (zsh's site-functions, the
+# licence; Debian's copyright file and the AppArmor profile are Debian's own).
+sed -e 's|/usr/share/zsh/site-functions/|/usr/share/zsh/vendor-completions/|' \
+  -e '\|^/usr/share/licenses/|d' "$work/rpm.files" | sort >"$work/rpm.mapped"
+grep -v -e '^/usr/share/doc/doppel/copyright$' -e '^/usr/share/doppel/apparmor/' \
+  "$work/deb.files" >"$work/deb.for-rpm"
+if ! diff -u "$work/deb.for-rpm" "$work/rpm.mapped" >&2; then
+  fail "the .rpm installs other files than the .deb (diff above)"
+fi
 
 say "checking the Arch PKGBUILD's package() against the .deb"
 bash -n packaging/arch/PKGBUILD
@@ -120,6 +129,9 @@ grep -q 'ExecStart=/usr/lib/doppel/doppel-helper' "$work/arch/pkg/usr/lib/system
   fail "the Arch unit does not point at /usr/lib/doppel/doppel-helper"
 
 say "installing $deb"
+# From here on a failure must not leave the package installed (the next run would refuse to
+# start, and this machine would keep a test build of Doppel).
+trap 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq doppel >/dev/null 2>&1; rm -rf "$work"' EXIT
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "./$deb" >&2
 cargo test -p doppel-e2e --test installed --locked -- --ignored --nocapture
 
@@ -134,5 +146,6 @@ done <"$work/deb.files"
 [ -e /etc/doppel/helper.toml ] || fail "apt-get remove took the conffile (only purge may)"
 [ -e /etc/apparmor.d/doppel ] && fail "apt-get remove left /etc/apparmor.d/doppel"
 DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq doppel >&2
+trap 'rm -rf "$work"' EXIT
 [ -e /etc/doppel ] && fail "apt-get purge left /etc/doppel"
 say "ok: the packages build, install, work for an ordinary user, and leave nothing behind"

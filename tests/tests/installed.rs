@@ -12,6 +12,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/display.rs"]
+mod display;
 #[path = "common/sysbus.rs"]
 mod sysbus;
 
@@ -21,6 +23,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::User;
+use display::SessionBus;
 use sysbus::{SystemBus, HELPER_NAME};
 
 const DOPPEL: &str = "/usr/bin/doppel";
@@ -30,6 +33,19 @@ const PASSPHRASE: &str = "installed correct horse battery\n";
 /// `/usr/bin/doppel ARGS` as `user`, with only what a login session would give it and `bus` as
 /// the system bus; `input` on stdin.
 fn doppel(user: &User, bus: &SystemBus, args: &[&str], input: &str) -> Output {
+    spawn_doppel(user, bus, None, args, input)
+        .wait_with_output()
+        .unwrap()
+}
+
+/// `doppel()` started in the background, with `session` as the session bus if given.
+fn spawn_doppel(
+    user: &User,
+    bus: &SystemBus,
+    session: Option<&SessionBus>,
+    args: &[&str],
+    input: &str,
+) -> std::process::Child {
     let mut child = Command::new("setpriv")
         .arg(format!("--reuid={}", user.uid))
         .arg(format!("--regid={}", user.gid))
@@ -41,6 +57,7 @@ fn doppel(user: &User, bus: &SystemBus, args: &[&str], input: &str) -> Output {
         .arg("LANG=C.UTF-8")
         .arg(format!("XDG_RUNTIME_DIR={}", user.runtime.display()))
         .arg(format!("DBUS_SYSTEM_BUS_ADDRESS={}", bus.address()))
+        .args(session.map(|s| format!("DBUS_SESSION_BUS_ADDRESS={}", s.address)))
         .arg(DOPPEL)
         .args(args)
         .current_dir("/")
@@ -55,7 +72,20 @@ fn doppel(user: &User, bus: &SystemBus, args: &[&str], input: &str) -> Output {
         .unwrap()
         .write_all(input.as_bytes())
         .unwrap();
-    child.wait_with_output().unwrap()
+    child
+}
+
+/// Whether a process of `uid` runs the program `exe`.
+fn runs(uid: u32, exe: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .any(|e| {
+            std::fs::read_link(e.path().join("exe")).is_ok_and(|p| p == Path::new(exe))
+                && std::fs::metadata(e.path())
+                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid)
+        })
 }
 
 fn ok(what: &str, out: &Output, bus: &SystemBus) -> String {
@@ -224,6 +254,39 @@ fn the_installed_package_works_for_an_ordinary_user() {
         ),
         &bus,
     );
+
+    // With a session bus: the installed proxy filters it, and xdg-open is Doppel's opener.
+    let session = SessionBus::start(&user, "installed");
+    let child = spawn_doppel(
+        &user,
+        &bus,
+        Some(&session),
+        &[
+            "run",
+            "vault",
+            "--passphrase-fd",
+            "0",
+            "--",
+            "sh",
+            "-c",
+            "command -v xdg-open; sleep 3",
+        ],
+        PASSPHRASE,
+    );
+    let proxied = common::wait_until(Duration::from_secs(20), || {
+        runs(user.uid, "/usr/libexec/doppel-bus-proxy")
+    });
+    let out = child.wait_with_output().unwrap();
+    let said = ok("run with a session bus", &out, &bus);
+    assert!(
+        proxied,
+        "no /usr/libexec/doppel-bus-proxy ran for the clone"
+    );
+    assert!(
+        said.trim().ends_with("/doppel/bin/xdg-open"),
+        "xdg-open in the clone is not Doppel's opener: {said}"
+    );
+    drop(session);
     // `run` locks what it unlocked; lock is a no-op otherwise.
     let _ = doppel(&user, &bus, &["lock", "vault"], "");
     let list = ok("list", &doppel(&user, &bus, &["list"], ""), &bus);
