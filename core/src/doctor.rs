@@ -93,6 +93,7 @@ const DBUS_PROXY: &str = "doppel-bus-proxy";
 const SESSION_BUS: &str = "session bus";
 const DISPLAY: &str = "display";
 const USER_MANAGER: &str = "systemd user manager";
+const PORTAL: &str = "desktop portal";
 
 /// Runs every check, in the order a person should fix them.
 pub fn run(dirs: &Dirs) -> Vec<Check> {
@@ -107,6 +108,7 @@ pub fn run(dirs: &Dirs) -> Vec<Check> {
         dbus_proxy_check(crate::monitor::bus_proxy_program().as_deref()),
         check_session_bus(runtime_dir),
         user_manager_check(crate::scope::probe()),
+        portal_check(probe_portal()),
         check_display(runtime_dir),
         helper_check(doppel_helper::client::Helper::connect().and_then(|h| h.status().map(|_| ()))),
     ]
@@ -851,6 +853,66 @@ fn user_manager_check(probe: Result<(), crate::scope::Outcome>) -> Check {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 5c. The desktop portal (links opened inside clones)
+// ---------------------------------------------------------------------------------------------
+
+/// What the session bus says of xdg-desktop-portal.
+#[derive(Debug)]
+enum PortalProbe {
+    /// It runs, or the bus can start it.
+    Available,
+    /// The bus neither has it nor can start it.
+    Missing,
+    /// The session bus could not be asked.
+    NoBus(String),
+}
+
+const PORTAL_NAME: &str = "org.freedesktop.portal.Desktop";
+
+fn probe_portal() -> PortalProbe {
+    let ask = || -> zbus::Result<bool> {
+        let conn = zbus::blocking::Connection::session()?;
+        let bus = zbus::blocking::fdo::DBusProxy::new(&conn)?;
+        let name = zbus::names::BusName::try_from(PORTAL_NAME)?;
+        if bus.name_has_owner(name)? {
+            return Ok(true);
+        }
+        Ok(bus
+            .list_activatable_names()?
+            .iter()
+            .any(|n| n.as_str() == PORTAL_NAME))
+    };
+    match ask() {
+        Ok(true) => PortalProbe::Available,
+        Ok(false) => PortalProbe::Missing,
+        Err(e) => PortalProbe::NoBus(e.to_string()),
+    }
+}
+
+/// Whether a clone's `xdg-open` can reach the person's browser (see [`crate::opener`]).
+fn portal_check(probe: PortalProbe) -> Check {
+    match probe {
+        PortalProbe::Available => Check::ok(
+            PORTAL,
+            "xdg-desktop-portal is on the session bus: links opened inside clones open in your \
+             browser",
+        ),
+        PortalProbe::Missing => Check::warn(
+            PORTAL,
+            "xdg-desktop-portal is neither running nor installed: a link a clone opens (a login \
+             page, say) cannot reach your browser, and xdg-open in the clone fails",
+            "install xdg-desktop-portal and the backend for your desktop \
+             (xdg-desktop-portal-gnome, -kde or -gtk), then log in again",
+        ),
+        PortalProbe::NoBus(e) => Check::warn(
+            PORTAL,
+            format!("could not be looked for ({e}); links opened inside clones need it"),
+            "run `doppel doctor` inside your desktop session",
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // 6. Display
 // ---------------------------------------------------------------------------------------------
 
@@ -1009,6 +1071,21 @@ fn runtime_dir_check(dir: Option<&Path>, stat: Option<Result<DirStat, i32>>, eui
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_portal_check_says_what_links_need() {
+        assert_eq!(portal_check(PortalProbe::Available).status, Status::Ok);
+        let missing = portal_check(PortalProbe::Missing);
+        assert_eq!(missing.status, Status::Warn);
+        assert!(missing
+            .fix
+            .as_deref()
+            .is_some_and(|f| f.contains("xdg-desktop-portal")));
+        let nobus = portal_check(PortalProbe::NoBus("no address".into()));
+        assert_eq!(nobus.status, Status::Warn);
+        assert!(nobus.detail.contains("no address"));
+    }
+
     use super::*;
     use std::collections::HashSet;
 
@@ -1448,6 +1525,7 @@ mod tests {
                 DBUS_PROXY,
                 SESSION_BUS,
                 USER_MANAGER,
+                PORTAL,
                 DISPLAY,
                 "privileged helper"
             ]
