@@ -1475,25 +1475,45 @@ fn hostile_calls_are_refused_and_change_nothing() {
     h.ok(A, m("Unlock", ("alpha", key())));
     let vol = alpha_mnt.display().to_string();
     let as_a = |script: &str| ok(&as_user(&ua, &format!("cd '{vol}' && {script}")));
-    let passwd = fs::read("/etc/passwd").unwrap();
+    // The links point at a root-owned directory like /etc, but one of this test's own: other
+    // tests add users (and so change /etc/passwd) while this one runs.
+    let victim = tempfile::Builder::new()
+        .prefix("doppel-e2e-victim-")
+        .tempdir()
+        .unwrap();
+    fs::set_permissions(
+        victim.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    fs::write(victim.path().join("sentinel"), "root's own").unwrap();
+    let v = victim.path().display().to_string();
     for (plant, what) in [
-        ("ln -s /etc home", "home"),
-        ("ln -s /etc data/overlay", "data/overlay"),
+        (format!("ln -s '{v}' home"), "home"),
+        (format!("ln -s '{v}' data/overlay"), "data/overlay"),
         (
-            "mkdir data/overlay && ln -s /etc data/overlay/upper",
+            format!("mkdir data/overlay && ln -s '{v}' data/overlay/upper"),
             "data/overlay/upper",
         ),
         (
-            "mkdir -p data/overlay/upper && ln -s /etc data/overlay/work",
+            format!("mkdir -p data/overlay/upper && ln -s '{v}' data/overlay/work"),
             "data/overlay/work",
         ),
     ] {
         as_a(&format!("rm -rf home data/overlay && {plant}"));
-        let c = m("MountOverlay", ("alpha",)).named(format!("MountOverlay, {what} -> /etc"));
+        let c = m("MountOverlay", ("alpha",)).named(format!("MountOverlay, {what} -> {v}"));
         h.run(vec![(A, FAILED, c)], &mut helper);
     }
-    assert!(!is_mount(Path::new("/etc")), "/etc was mounted over");
-    assert_eq!(fs::read("/etc/passwd").unwrap(), passwd);
+    assert!(!is_mount(victim.path()), "{v} was mounted over");
+    let left: Vec<_> = fs::read_dir(victim.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["sentinel"], "something was made in {v}");
+    assert_eq!(
+        fs::read_to_string(victim.path().join("sentinel")).unwrap(),
+        "root's own"
+    );
     // Control: with the links gone, the same call mounts the copy-on-write home.
     as_a("rm -rf home data/overlay");
     h.ok(A, m("MountOverlay", ("alpha",)));

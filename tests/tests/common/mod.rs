@@ -163,18 +163,37 @@ fn id_of(name: &str, flag: &str) -> u32 {
 impl User {
     /// Creates (or reuses) the account `name`, with a home and a private runtime dir.
     pub fn get(name: &str) -> User {
-        let exists = Command::new("id")
-            .arg(name)
-            .output()
-            .unwrap()
-            .status
-            .success();
-        if !exists {
-            let st = Command::new("useradd")
-                .args(["-m", "-s", "/bin/bash", name])
-                .status()
-                .unwrap();
-            assert!(st.success(), "useradd {name}");
+        // useradd locks /etc/passwd and gives up at once when another holds it: one at a time
+        // in this process, and a few tries against other processes (on a fresh machine every
+        // test creates its user).
+        static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        {
+            let _one = CREATING.lock().unwrap_or_else(|e| e.into_inner());
+            let exists = || {
+                Command::new("id")
+                    .arg(name)
+                    .output()
+                    .unwrap()
+                    .status
+                    .success()
+            };
+            let mut tries = 0;
+            while !exists() {
+                tries += 1;
+                let out = Command::new("useradd")
+                    .args(["-m", "-s", "/bin/bash", name])
+                    .output()
+                    .unwrap();
+                if out.status.success() {
+                    break;
+                }
+                assert!(
+                    tries < 10,
+                    "useradd {name}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
         let uid = id_of(name, "-u");
         let gid = id_of(name, "-g");
