@@ -14,7 +14,7 @@ use doppel_core::profile::{HomeMode, NetworkMode};
 use crate::model::{self, AppChoice, Strength, PRESET_COLORS};
 use crate::ops;
 use crate::templates::{NewProfileDialog, PassphraseDialog, RecoveryKeyDialog, UnlockDialog};
-use crate::window::{app_icon, color_dot, Ui};
+use crate::window::{app_icon, color_buttons, Ui};
 
 /// A dim line in an empty list.
 fn placeholder(text: &str) -> gtk::Label {
@@ -108,27 +108,13 @@ pub fn new_profile(ui: &Rc<Ui>) {
         color: RefCell::new(PRESET_COLORS[0].0.to_owned()),
     });
 
-    let mut first: Option<gtk::ToggleButton> = None;
-    for (hex, label) in PRESET_COLORS {
-        let b = gtk::ToggleButton::builder()
-            .child(&color_dot(hex, 20))
-            .tooltip_text(label)
-            .css_classes(["flat", "circular", "color-choice"])
-            .build();
-        b.update_property(&[gtk::accessible::Property::Label(label)]);
-        if let Some(f) = &first {
-            b.set_group(Some(f));
-        } else {
-            b.set_active(true);
-            first = Some(b.clone());
-        }
+    {
         let f = Rc::downgrade(&form);
-        b.connect_toggled(move |b| {
-            if let (true, Some(f)) = (b.is_active(), f.upgrade()) {
+        color_buttons(&p.colors, move |_, hex| {
+            if let Some(f) = f.upgrade() {
                 *f.color.borrow_mut() = hex.to_owned();
             }
         });
-        p.colors.append(&b);
     }
 
     let query = Rc::new(RefCell::new(String::new()));

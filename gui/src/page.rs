@@ -13,9 +13,9 @@ use doppel_core::id::ProfileId;
 use doppel_core::profile::{HomeMode, NetworkMode};
 use doppel_core::storage::Change;
 
-use crate::model::{Snapshot, PRESET_COLORS};
+use crate::model::Snapshot;
 use crate::ops;
-use crate::window::{color_dot, icon_with_badge, Ui};
+use crate::window::{color_buttons, icon_with_badge, Ui};
 
 /// Changed files listed on the page; the CLI's `doppel diff` lists all of them.
 const MAX_CHANGES: usize = 200;
@@ -122,42 +122,28 @@ pub fn connect(ui: &Rc<Ui>) {
     let Some(page) = ui.page.get() else { return };
     let t = page.imp();
 
-    let mut first: Option<gtk::ToggleButton> = None;
-    for (hex, label) in PRESET_COLORS {
-        let b = gtk::ToggleButton::builder()
-            .child(&color_dot(hex, 20))
-            .tooltip_text(label)
-            .css_classes(["flat", "circular", "color-choice"])
-            .build();
-        b.update_property(&[gtk::accessible::Property::Label(label)]);
-        match &first {
-            Some(f) => b.set_group(Some(f)),
-            None => first = Some(b.clone()),
+    let weak = Rc::downgrade(ui);
+    let buttons = color_buttons(&t.colors, move |_, hex| {
+        let Some(ui) = weak.upgrade() else { return };
+        let Some(page) = ui.page.get() else { return };
+        if page.imp().filling.get() {
+            return;
         }
-        let weak = Rc::downgrade(ui);
-        b.connect_toggled(move |b| {
-            let Some(ui) = weak.upgrade() else { return };
-            let Some(page) = ui.page.get() else { return };
-            if !b.is_active() || page.imp().filling.get() {
-                return;
-            }
-            let Some(id) = page.profile() else { return };
-            let dirs = ui.dirs.clone();
-            let u = Rc::clone(&ui);
-            ui.spawn(
-                move || ops::set_color(&dirs, &id, hex),
-                move |r| {
-                    match r {
-                        Ok(warnings) => warnings.iter().for_each(|w| u.toast(w)),
-                        Err(e) => u.toast(&e),
-                    }
-                    u.refresh();
-                },
-            );
-        });
-        t.colors.append(&b);
-        t.color_buttons.borrow_mut().push((b, hex));
-    }
+        let Some(id) = page.profile() else { return };
+        let dirs = ui.dirs.clone();
+        let u = Rc::clone(&ui);
+        ui.spawn(
+            move || ops::set_color(&dirs, &id, hex),
+            move |r| {
+                match r {
+                    Ok(warnings) => warnings.iter().for_each(|w| u.toast(w)),
+                    Err(e) => u.toast(&e),
+                }
+                u.refresh();
+            },
+        );
+    });
+    *t.color_buttons.borrow_mut() = buttons;
 
     {
         let weak = Rc::downgrade(ui);

@@ -492,6 +492,36 @@ pub fn app_icon(icon: &str, size: i32) -> gtk::Image {
     image
 }
 
+/// One round toggle button per preset colour, in a group, the first active, each appended to
+/// `into`; `picked` runs with the colour's hex when a person (or code) activates one.
+pub fn color_buttons(
+    into: &gtk::Box,
+    picked: impl Fn(&gtk::ToggleButton, &'static str) + Clone + 'static,
+) -> Vec<(gtk::ToggleButton, &'static str)> {
+    let mut made: Vec<(gtk::ToggleButton, &'static str)> = Vec::new();
+    for (hex, label) in crate::model::PRESET_COLORS {
+        let b = gtk::ToggleButton::builder()
+            .child(&color_dot(hex, 20))
+            .tooltip_text(label)
+            .css_classes(["flat", "circular", "color-choice"])
+            .build();
+        b.update_property(&[gtk::accessible::Property::Label(label)]);
+        match made.first() {
+            Some((first, _)) => b.set_group(Some(first)),
+            None => b.set_active(true),
+        }
+        let picked = picked.clone();
+        b.connect_toggled(move |b| {
+            if b.is_active() {
+                picked(b, hex);
+            }
+        });
+        into.append(&b);
+        made.push((b, hex));
+    }
+    made
+}
+
 /// A filled circle of `color` (`#rrggbb`) with a light ring, `size` pixels across.
 pub fn color_dot(color: &str, size: i32) -> gtk::DrawingArea {
     let rgba = gtk::gdk::RGBA::parse(color).unwrap_or(gtk::gdk::RGBA::new(0.2, 0.5, 0.9, 1.0));
