@@ -808,24 +808,9 @@ impl Client {
     fn rename_out(&mut self, msg: &Message, dest: &str) -> Verdict {
         let host_dest = self.names.host_of(dest).map(str::to_owned);
         let body = self.rename_body(msg, true);
-        if host_dest.is_none() && body.is_none() {
-            return Verdict::Pass;
-        }
-        let base = body.unwrap_or_else(|| msg.clone());
-        let header = base.header().to_owned();
-        let mut b = zbus::message::Builder::from(header);
-        if let Some(d) = host_dest {
-            match b.destination(d) {
-                Ok(nb) => b = nb,
-                Err(_) => return Verdict::Pass,
-            }
-        }
-        let raw = base.body();
-        let sig = base.header().signature().clone();
-        // SAFETY: the body bytes come from a message zbus already read with this signature.
-        match unsafe { b.build_raw_body(raw.data(), sig, Vec::new()) } {
-            Ok(m) => Verdict::Replace(m),
-            Err(_) => Verdict::Pass,
+        match readdress(msg, host_dest, body) {
+            Ok(Some(m)) => Verdict::Replace(m),
+            _ => Verdict::Pass,
         }
     }
 
@@ -1006,23 +991,33 @@ impl Client {
                     .and_then(|d| self.names.to_client(d))
                     .map(str::to_owned);
                 let body = self.rename_body(msg, false);
-                if back.is_none() && body.is_none() {
-                    return Ok(Verdict::Pass);
-                }
-                let base = body.unwrap_or_else(|| msg.clone());
-                let mut b = zbus::message::Builder::from(base.header().to_owned());
-                if let Some(d) = back {
-                    b = b.destination(d).map_err(err)?;
-                }
-                let sig = base.header().signature().clone();
-                let raw = base.body();
-                // SAFETY: the body bytes come from a message zbus already read with this
-                // signature.
-                let m = unsafe { b.build_raw_body(raw.data(), sig, Vec::new()) }.map_err(err)?;
-                Ok(Verdict::Replace(m))
+                Ok(readdress(msg, back, body)
+                    .map_err(err)?
+                    .map_or(Verdict::Pass, Verdict::Replace))
             }
         }
     }
+}
+
+/// `msg` sent to `dest` instead of its destination and with `body`'s body (the message with
+/// renamed arguments) instead of its own, each when given; None when neither is.
+fn readdress(
+    msg: &Message,
+    dest: Option<String>,
+    body: Option<Message>,
+) -> zbus::Result<Option<Message>> {
+    if dest.is_none() && body.is_none() {
+        return Ok(None);
+    }
+    let base = body.unwrap_or_else(|| msg.clone());
+    let mut b = zbus::message::Builder::from(base.header().to_owned());
+    if let Some(d) = dest {
+        b = b.destination(d)?;
+    }
+    let sig = base.header().signature().clone();
+    let raw = base.body();
+    // SAFETY: the body bytes come from a message zbus already read with this signature.
+    unsafe { b.build_raw_body(raw.data(), sig, Vec::new()) }.map(Some)
 }
 
 /// Runs `data` as one message through both judges of a client with a fixed policy: the entry
