@@ -39,27 +39,12 @@ fn can_run() -> bool {
         .all(|c| common::require(common::have(c), &format!("{c} is not installed")))
 }
 
-/// `doppel-gui`, copied next to the staged `doppel` (where it looks for it).
+/// `doppel-gui`, copied next to the staged `doppel` (where it looks for it), once.
 fn staged_gui() -> &'static Path {
     static GUI: OnceLock<PathBuf> = OnceLock::new();
-    GUI.get_or_init(|| {
-        let staged = common::staged();
-        // target/<profile>/deps/<test-binary> → target/<profile>/doppel-gui
-        let exe = std::env::current_exe().unwrap();
-        let src = exe.parent().unwrap().parent().unwrap().join("doppel-gui");
-        assert!(
-            src.exists(),
-            "{} is missing: build the workspace first (cargo build --workspace)",
-            src.display()
-        );
-        let dst = staged.dir.join("doppel-gui");
-        fs::copy(&src, &dst).unwrap();
-        fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
-        dst
-    })
+    GUI.get_or_init(|| common::stage_program("doppel-gui"))
 }
 
-/// What a GTK program of the test user needs to run on `display` and `bus`.
 fn gui_env(env: &Env, display: &Display, bus: &SessionBus) -> Vec<(&'static str, String)> {
     let mut vars: Vec<(&str, String)> = env.vars.clone();
     vars.extend(display.env());
@@ -106,7 +91,7 @@ impl Session {
             .unwrap();
         let mut found = Vec::new();
         let up = common::wait_until(Duration::from_secs(30), || {
-            found = windows_named(&display, "Doppel");
+            found = display.windows_named("Doppel");
             !found.is_empty() || gui.try_wait().ok().flatten().is_some()
         });
         if !up || found.is_empty() {
@@ -170,18 +155,6 @@ impl Drop for Session {
     }
 }
 
-fn windows_named(d: &Display, name: &str) -> Vec<u64> {
-    let out = d
-        .root_command("xdotool")
-        .args(["search", "--onlyvisible", "--name", name])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
 fn distinct_colours(png: &Path) -> u64 {
     let out = std::process::Command::new("convert")
         .arg(png)
@@ -214,7 +187,7 @@ fn empty_window_has_its_size_and_an_empty_state() {
         .status();
     let mut dialogs = Vec::new();
     let opened = common::wait_until(Duration::from_secs(10), || {
-        dialogs = windows_named(&s.display, "New Profile");
+        dialogs = s.display.windows_named("New Profile");
         !dialogs.is_empty()
     });
     assert!(opened, "Ctrl+N did not open the New Profile dialog");
@@ -315,7 +288,7 @@ fn profiles_in_different_states_are_listed() {
     );
     let mut dialogs = Vec::new();
     let opened = common::wait_until(Duration::from_secs(10), || {
-        dialogs = windows_named(&s.display, "Unlock Profile");
+        dialogs = s.display.windows_named("Unlock Profile");
         !dialogs.is_empty()
     });
     assert!(opened, "app.unlock did not open the Unlock Profile dialog");

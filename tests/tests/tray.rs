@@ -15,8 +15,6 @@ mod display;
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -234,33 +232,6 @@ fn flatten(node: RawLayout, out: &mut Vec<Entry>) {
 }
 
 /// `doppel-gui`, copied next to the staged `doppel` (where it looks for it).
-fn staged_gui() -> PathBuf {
-    let staged = common::staged();
-    let exe = std::env::current_exe().unwrap();
-    let src = exe.parent().unwrap().parent().unwrap().join("doppel-gui");
-    assert!(
-        src.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        src.display()
-    );
-    let dst = staged.dir.join("doppel-gui");
-    fs::copy(&src, &dst).unwrap();
-    fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
-    dst
-}
-
-fn visible_windows(d: &Display, name: &str) -> Vec<u64> {
-    let out = d
-        .root_command("xdotool")
-        .args(["search", "--onlyvisible", "--name", name])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
 fn press(d: &Display, window: u64, keys: &str) {
     let _ = d
         .root_command("xdotool")
@@ -370,7 +341,7 @@ fn tray_lists_profiles_launches_one_and_keeps_doppel_when_closed() {
     let out = fs::File::create(&log).unwrap();
     let gui = env
         .user
-        .command(&vars, &[staged_gui().as_os_str()])
+        .command(&vars, &[common::stage_program("doppel-gui").as_os_str()])
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
@@ -464,13 +435,13 @@ fn tray_lists_profiles_launches_one_and_keeps_doppel_when_closed() {
     // Closing the window (Ctrl+W) keeps Doppel in the tray; a click on the icon brings it back.
     let mut windows = Vec::new();
     let shown = common::wait_until(Duration::from_secs(10), || {
-        windows = visible_windows(&display, "Doppel");
+        windows = display.windows_named("Doppel");
         !windows.is_empty()
     });
     assert!(shown, "no Doppel window; log:\n{}", gui_log());
     press(&display, windows[0], "ctrl+w");
     let hidden = common::wait_until(Duration::from_secs(10), || {
-        visible_windows(&display, "Doppel").is_empty()
+        display.windows_named("Doppel").is_empty()
     });
     assert!(hidden, "Ctrl+W did not hide the window");
     std::thread::sleep(Duration::from_millis(500));
@@ -482,7 +453,7 @@ fn tray_lists_profiles_launches_one_and_keeps_doppel_when_closed() {
     );
     item.activate();
     let back = common::wait_until(Duration::from_secs(10), || {
-        windows = visible_windows(&display, "Doppel");
+        windows = display.windows_named("Doppel");
         !windows.is_empty()
     });
     assert!(

@@ -116,9 +116,18 @@ impl Display {
 
     /// Visible top-level windows whose WM_CLASS matches `class` (a regex), by id.
     pub fn windows(&self, class: &str) -> Vec<u64> {
+        self.search("--class", class)
+    }
+
+    /// Visible top-level windows whose title matches `name` (a regex), by id.
+    pub fn windows_named(&self, name: &str) -> Vec<u64> {
+        self.search("--name", name)
+    }
+
+    fn search(&self, by: &str, pattern: &str) -> Vec<u64> {
         let out = self
             .root_command("xdotool")
-            .args(["search", "--onlyvisible", "--class", class])
+            .args(["search", "--onlyvisible", by, pattern])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout)

@@ -100,6 +100,21 @@ pub fn staged() -> &'static Staged {
     })
 }
 
+/// The workspace's program `name` (built beside `doppel`), copied into the staged directory
+/// where the test user can run it and where it finds `doppel`.
+pub fn stage_program(name: &str) -> PathBuf {
+    let src = build_dir().join(name);
+    assert!(
+        src.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        src.display()
+    );
+    let dst = staged().dir.join(name);
+    fs::copy(&src, &dst).unwrap();
+    fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
+    dst
+}
+
 /// Removes the staged copies of earlier test binaries that have exited: each run stages its own
 /// (tests run concurrently), and a statically held stage is never dropped.
 fn sweep_stale_stages() {
