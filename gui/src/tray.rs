@@ -234,13 +234,10 @@ pub fn install(app: &adw::Application, ui: &Rc<Ui>) {
         .filter(|d| gtk::IconTheme::for_display(d).has_icon(APP_ID))
         .map_or(FALLBACK_TRAY_ICON, |_| APP_ID)
         .to_owned();
-    // Drawn now, before the window shows: gdk-pixbuf's SVG loader must not run here while
-    // GTK's icon theme loads the rows' icons in its worker threads (doing so crashed GTK 4.8
-    // now and then).
-    let pixmaps = icon_pixmaps();
     glib::spawn_future_local(async move {
-        // After the window's first frame: meeting the bus can wait.
+        // After the window's first frame: meeting the bus (and drawing the icon) can wait.
         glib::timeout_future(std::time::Duration::from_millis(250)).await;
+        let pixmaps = icon_pixmaps();
         let mut menu = TrayMenu::default();
         while let Ok(m) = new_menus.try_recv() {
             menu = m;

@@ -31,7 +31,6 @@ const START_GRACE: Duration = Duration::from_secs(10);
 
 mod imp {
     use adw::subclass::prelude::*;
-    use gtk::prelude::*;
     use gtk::{glib, CompositeTemplate, TemplateChild};
 
     /// The window's widgets, from ui/window.ui.
@@ -48,8 +47,6 @@ mod imp {
         pub list: TemplateChild<gtk::ListBox>,
         #[template_child]
         pub error_page: TemplateChild<adw::StatusPage>,
-        #[template_child]
-        pub profile_page: TemplateChild<crate::page::ProfilePage>,
     }
 
     #[glib::object_subclass]
@@ -59,7 +56,6 @@ mod imp {
         type ParentType = adw::ApplicationWindow;
 
         fn class_init(klass: &mut Self::Class) {
-            crate::page::ProfilePage::ensure_type();
             klass.bind_template();
         }
 
@@ -99,8 +95,7 @@ pub struct Ui {
     stack: gtk::Stack,
     list: gtk::ListBox,
     error_page: adw::StatusPage,
-    /// A profile's page (made with the window: making it later, when first opened, crashed
-    /// GTK 4.8 now and then under the in-process driver test).
+    /// A profile's page, made when one is first opened (the window shows sooner without it).
     pub page: std::cell::OnceCell<ProfilePage>,
     busy: RefCell<HashSet<ProfileId>>,
     starting: RefCell<HashMap<ProfileId, Instant>>,
@@ -121,7 +116,7 @@ impl Ui {
             stack: t.stack.get(),
             list: t.list.get(),
             error_page: t.error_page.get(),
-            page: std::cell::OnceCell::from(t.profile_page.get()),
+            page: std::cell::OnceCell::new(),
             window,
             dirs,
             busy: RefCell::default(),
@@ -131,7 +126,6 @@ impl Ui {
             failures: LaunchFailures::default(),
             watchers: RefCell::default(),
         });
-        crate::page::connect(&ui);
         // A click on a row (not on its buttons) opens the profile's page.
         ui.list.connect_row_activated(|list, row| {
             if let Some(id) = row.widget_name().strip_prefix(ROW_PREFIX) {
@@ -143,6 +137,13 @@ impl Ui {
 
     /// Shows the page of profile `id`.
     pub fn open_profile(self: &Rc<Self>, id: &ProfileId) {
+        if self.page.get().is_none() {
+            let page = ProfilePage::new();
+            self.pages.add_named(&page, Some("profile"));
+            if self.page.set(page).is_ok() {
+                crate::page::connect(self);
+            }
+        }
         self.pages.set_visible_child_name("profile");
         crate::page::show(self, id);
     }
