@@ -75,6 +75,13 @@ fn spawn_doppel(
     child
 }
 
+/// `doppel run vault` with the passphrase on stdin, running `command` in the clone.
+fn run_vault<'a>(command: &[&'a str]) -> Vec<&'a str> {
+    let mut argv = vec!["run", "vault", "--passphrase-fd", "0", "--"];
+    argv.extend_from_slice(command);
+    argv
+}
+
 /// Whether a process of `uid` runs the program `exe`.
 fn runs(uid: u32, exe: &str) -> bool {
     std::fs::read_dir("/proc")
@@ -231,27 +238,17 @@ fn the_installed_package_works_for_an_ordinary_user() {
     let out = doppel(
         &user,
         &bus,
-        &[
-            "run",
-            "vault",
-            "--passphrase-fd",
-            "0",
-            "--",
+        &run_vault(&[
             "sh",
             "-c",
             "echo kept > \"$HOME/proof\" && cat \"$HOME/proof\"",
-        ],
+        ]),
         PASSPHRASE,
     );
     assert!(ok("run", &out, &bus).contains("kept"));
     ok(
         "run -- true",
-        &doppel(
-            &user,
-            &bus,
-            &["run", "vault", "--passphrase-fd", "0", "--", "true"],
-            PASSPHRASE,
-        ),
+        &doppel(&user, &bus, &run_vault(&["true"]), PASSPHRASE),
         &bus,
     );
 
@@ -261,16 +258,7 @@ fn the_installed_package_works_for_an_ordinary_user() {
         &user,
         &bus,
         Some(&session),
-        &[
-            "run",
-            "vault",
-            "--passphrase-fd",
-            "0",
-            "--",
-            "sh",
-            "-c",
-            "command -v xdg-open; sleep 3",
-        ],
+        &run_vault(&["sh", "-c", "command -v xdg-open; sleep 3"]),
         PASSPHRASE,
     );
     let proxied = common::wait_until(Duration::from_secs(20), || {
